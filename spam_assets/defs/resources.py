@@ -1,0 +1,224 @@
+"""Resources of the code location, built from :class:`SpamSettings` (``SPAM_*`` env vars).
+
+Every knob lives in the settings object; the resources here only carry it into Dagster so the
+effective values are visible (and overridable per run) in the UI.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+from dagster_mlflow.resources import CONFIG_SCHEMA as MLFLOW_CONFIG_SCHEMA
+from dagster_mlflow.resources import MlFlow
+
+from spam_serving.settings import SpamSettings, get_settings
+
+
+class CorpusResource(dg.ConfigurableResource):
+    """Where raw mail comes from (see ``spam_assets.lib.corpus_sources`` for the forms)."""
+
+    sources: list[str]
+    cache_dir: str
+    download_timeout_s: float = 120.0
+
+
+class StorageResource(dg.ConfigurableResource):
+    """Local roots for the raw store and model bundles."""
+
+    data_dir: str
+    bundles_dir: str
+
+    @property
+    def raw_dir(self) -> Path:
+        return Path(self.data_dir) / "raw"
+
+    def bundle_dir(self, model_name: str, version: str) -> Path:
+        return Path(self.bundles_dir) / model_name / f"v{version}"
+
+
+class ModelPolicy(dg.ConfigurableResource):
+    """Featurizer sizes, operating point and the quality-gate floors (DESIGN.md section 4)."""
+
+    max_text_features: int = 3000
+    max_meta_features: int = 500
+    min_df: int = 3
+    validation_fraction: float = 0.2
+    target_ham_fpr: float = 0.005
+    gate_min_f1: float = 0.90
+    gate_max_easy_ham_fpr: float = 0.01
+    gate_max_f1_regression: float = 0.0
+
+
+class TuningResource(dg.ConfigurableResource):
+    """Ray Tune: local Ray with ``num_cpus`` by default, a cluster when ``ray_address`` is set."""
+
+    ray_address: str | None = None
+    num_cpus: int = 2
+    num_samples: int = 8
+    max_rounds: int = 600
+    early_stopping_rounds: int = 40
+    seed: int = 42
+    storage_dir: str
+
+
+class MlflowRegistry(dg.ConfigurableResource):
+    """MLflow tracking/registry access by explicit run id (evaluation, export, deployment)."""
+
+    tracking_uri: str
+    experiment: str
+    model_name: str
+    artifact_location: str | None = None
+
+    def client(self):
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        return mlflow.MlflowClient(self.tracking_uri)
+
+    def ensure_experiment(self) -> str:
+        return ensure_experiment(self.tracking_uri, self.experiment, self.artifact_location)
+
+
+def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None) -> str:
+    """Create the experiment with an explicit artifact root (SQLite's default is ``./mlruns``)."""
+    import mlflow
+
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    client = mlflow.MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(
+            name, artifact_location=Path(artifact_location).resolve().as_uri()
+            if artifact_location and "://" not in artifact_location
+            else artifact_location
+        )
+    except Exception:  # created concurrently by another step
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+@dg.resource(
+    config_schema={
+        **MLFLOW_CONFIG_SCHEMA,
+        "artifact_location": dg.Field(str, is_required=False),
+    },
+    description="dagster-mlflow's tracking resource: one MLflow run per Dagster run.",
+)
+def mlflow_tracking(context) -> MlFlow:
+    """dagster-mlflow's ``MlFlow`` with the experiment pre-created at our artifact root.
+
+    The run it starts (tagged ``dagster_run_id``) is the parent of the Tune trial runs.
+    """
+    cfg = context.resource_config
+    ensure_experiment(
+        cfg["mlflow_tracking_uri"], cfg["experiment_name"], cfg.get("artifact_location")
+    )
+    mlf = MlFlow(context)
+    import mlflow
+
+    active = mlflow.active_run()
+    if active is not None:
+        mlf.mlflow_run_id = active.info.run_id
+    return mlf
+
+
+class ParquetPickleIOManager(dg.ConfigurableIOManager):
+    """DataFrames as Parquet (pyarrow), anything else pickled; writes are atomic renames so a
+    crash mid-write never leaves a half file where a good one was."""
+
+    base_dir: str
+
+    def _base(self, key: dg.AssetKey) -> Path:
+        return Path(self.base_dir).joinpath(*key.path)
+
+    def handle_output(self, context: dg.OutputContext, obj: object) -> None:
+        base = self._base(context.asset_key)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(obj, pd.DataFrame):
+            path, stale = base.with_suffix(".parquet"), base.with_suffix(".pkl")
+            tmp = path.with_suffix(".parquet.tmp")
+            obj.to_parquet(tmp, engine="pyarrow", index=False)
+            context.add_output_metadata({"rows": len(obj), "path": str(path)})
+        else:
+            path, stale = base.with_suffix(".pkl"), base.with_suffix(".parquet")
+            tmp = path.with_suffix(".pkl.tmp")
+            with open(tmp, "wb") as f:
+                pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+            context.add_output_metadata({"path": str(path)})
+        os.replace(tmp, path)
+        stale.unlink(missing_ok=True)
+
+    def load_input(self, context: dg.InputContext) -> object:
+        base = self._base(context.asset_key)
+        if base.with_suffix(".parquet").exists():
+            return pd.read_parquet(base.with_suffix(".parquet"), engine="pyarrow")
+        path = base.with_suffix(".pkl")
+        if not path.exists():
+            raise dg.Failure(
+                description=f"{context.asset_key.to_user_string()}: no stored value at {base}.*; "
+                "materialize it first"
+            )
+        with open(path, "rb") as f:
+            return pickle.load(f)
+
+
+def build_resources(settings: SpamSettings | None = None) -> dict[str, object]:
+    """All resources for the local target from one settings object."""
+    s = settings or get_settings()
+    mlflow_uri = s.effective_mlflow_uri
+    artifacts = str(s.mlflow_artifact_root)
+    return {
+        "io_manager": ParquetPickleIOManager(base_dir=str(s.data_dir / "assets")),
+        "corpus": CorpusResource(
+            sources=list(s.corpus_sources),
+            cache_dir=str(s.data_dir / "downloads"),
+            download_timeout_s=s.download_timeout_s,
+        ),
+        "storage": StorageResource(data_dir=str(s.data_dir), bundles_dir=str(s.bundles_dir)),
+        "policy": ModelPolicy(
+            max_text_features=s.max_text_features,
+            max_meta_features=s.max_meta_features,
+            min_df=s.min_df,
+            validation_fraction=s.validation_fraction,
+            target_ham_fpr=s.target_ham_fpr,
+            gate_min_f1=s.gate_min_f1,
+            gate_max_easy_ham_fpr=s.gate_max_easy_ham_fpr,
+            gate_max_f1_regression=s.gate_max_f1_regression,
+        ),
+        "tuning": TuningResource(
+            ray_address=s.ray_address,
+            num_cpus=s.ray_num_cpus,
+            num_samples=s.tune_num_samples,
+            max_rounds=s.tune_max_rounds,
+            early_stopping_rounds=s.tune_early_stopping_rounds,
+            seed=s.seed,
+            storage_dir=str(s.home / "ray_results"),
+        ),
+        "mlflow": mlflow_tracking.configured(
+            {
+                "experiment_name": s.mlflow_experiment,
+                "mlflow_tracking_uri": mlflow_uri,
+                "artifact_location": artifacts,
+            }
+        ),
+        "registry": MlflowRegistry(
+            tracking_uri=mlflow_uri,
+            experiment=s.mlflow_experiment,
+            model_name=s.registered_model_name,
+            artifact_location=artifacts,
+        ),
+    }
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(resources=build_resources())

@@ -1,0 +1,144 @@
+"""The evaluation protocol of DESIGN.md section 4, with spam as the positive class.
+
+Thresholds are always chosen on validation data and passed in; nothing here looks at test
+labels to pick an operating point.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+
+FPR_POINTS = (0.001, 0.01)
+
+
+def threshold_for_fpr(y_true: np.ndarray, scores: np.ndarray, max_fpr: float) -> float:
+    """Lowest threshold whose ham false-positive rate on (validation) data is <= ``max_fpr``.
+
+    Lowest means the most spam caught under the FPR budget. Ties: a threshold just above
+    the largest allowed ham score, so equal scores never straddle the cut.
+    """
+    ham = np.sort(scores[y_true == 0])[::-1]
+    if len(ham) == 0:
+        return 0.5
+    allowed = int(np.floor(max_fpr * len(ham)))
+    cut = ham[allowed] if allowed < len(ham) else -np.inf
+    return float(np.nextafter(np.float32(cut), np.float32(np.inf))) if np.isfinite(cut) else 0.0
+
+
+def _rate(mask: np.ndarray, pred: np.ndarray) -> float | None:
+    return float(pred[mask].mean()) if mask.any() else None
+
+
+def evaluate(
+    y_true: np.ndarray,
+    scores: np.ndarray,
+    groups: np.ndarray,
+    threshold: float,
+    fpr_thresholds: dict[float, float],
+) -> dict:
+    """Full metric table for one model on one labelled set."""
+    from sklearn.metrics import (
+        average_precision_score,
+        confusion_matrix,
+        f1_score,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
+
+    y_true = np.asarray(y_true).astype(int)
+    pred = (scores >= threshold).astype(int)
+    both = len(set(y_true.tolist())) == 2
+    tn, fp, fn, tp = confusion_matrix(y_true, pred, labels=[0, 1]).ravel()
+    groups = np.asarray(groups).astype(str)
+    out = {
+        "n": int(len(y_true)),
+        "n_spam": int(y_true.sum()),
+        "threshold": float(threshold),
+        "precision": float(precision_score(y_true, pred, zero_division=0)),
+        "recall": float(recall_score(y_true, pred, zero_division=0)),
+        "f1": float(f1_score(y_true, pred, zero_division=0)),
+        "roc_auc": float(roc_auc_score(y_true, scores)) if both else None,
+        "pr_auc": float(average_precision_score(y_true, scores)) if both else None,
+        "ham_fpr": _rate(y_true == 0, pred),
+        "easy_ham_fpr": _rate(np.char.startswith(groups, "easy-ham"), pred),
+        "hard_ham_fpr": _rate(np.char.startswith(groups, "hard-ham"), pred),
+        "confusion": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
+    }
+    for fpr, thr in sorted(fpr_thresholds.items()):
+        p = scores >= thr
+        key = f"{fpr * 100:g}pct"
+        out[f"recall_at_fpr_{key}"] = _rate(y_true == 1, p)
+        out[f"test_fpr_at_fpr_{key}"] = _rate(y_true == 0, p)
+    return out
+
+
+METRIC_ROWS = (
+    ("precision", "Precision"),
+    ("recall", "Recall"),
+    ("f1", "F1"),
+    ("roc_auc", "ROC AUC"),
+    ("pr_auc", "PR AUC"),
+    ("ham_fpr", "Ham FPR @ chosen threshold"),
+    ("easy_ham_fpr", "Easy-ham FPR"),
+    ("hard_ham_fpr", "Hard-ham FPR"),
+    ("recall_at_fpr_0.1pct", "Spam recall @ val-chosen FPR 0.1%"),
+    ("test_fpr_at_fpr_0.1pct", "  (test ham FPR there)"),
+    ("recall_at_fpr_1pct", "Spam recall @ val-chosen FPR 1%"),
+    ("test_fpr_at_fpr_1pct", "  (test ham FPR there)"),
+)
+
+
+def markdown_table(results: dict[str, dict]) -> str:
+    """One column per model, one row per metric."""
+    names = list(results)
+    lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for key, label in METRIC_ROWS:
+        cells = []
+        for name in names:
+            v = results[name].get(key)
+            cells.append("n/a" if v is None else f"{v:.4f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def confusion_markdown(conf: dict) -> str:
+    return (
+        "| | predicted ham | predicted spam |\n|---|---|---|\n"
+        f"| **ham** | {conf['tn']} | {conf['fp']} |\n"
+        f"| **spam** | {conf['fn']} | {conf['tp']} |"
+    )
+
+
+def pr_curve_png(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> bytes:
+    """PR curve with the chosen operating point marked, as PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, _ = precision_recall_curve(y_true, scores)
+    pred = scores >= threshold
+    op_p = float(y_true[pred].mean()) if pred.any() else 1.0
+    op_r = float(pred[y_true == 1].mean()) if (y_true == 1).any() else 0.0
+    fig, ax = plt.subplots(figsize=(4.5, 3.5), dpi=100)
+    ax.plot(recall, precision, lw=1.5)
+    ax.scatter([op_r], [op_p], color="red", zorder=3, label=f"threshold {threshold:.3f}")
+    ax.set_xlabel("recall (spam)")
+    ax.set_ylabel("precision")
+    ax.set_ylim(0.5, 1.01)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def png_markdown(png: bytes, alt: str) -> str:
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"

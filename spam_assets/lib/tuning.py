@@ -1,0 +1,163 @@
+"""Ray Tune search over XGBoost parameters, each trial a nested MLflow run.
+
+Trials run on Ray workers (local Ray by default, a cluster when ``address`` is set) with one
+thread each, so ``num_cpus`` trials run side by side. Trial runs are logged from the driver by
+Ray's ``MLflowLoggerCallback`` with ``mlflow.parentRunId`` pointing at the Dagster run's MLflow
+run: no concurrent writers on the SQLite backend, and the trials nest in the MLflow UI.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FIXED_PARAMS = {
+    "objective": "binary:logistic",
+    "eval_metric": ["logloss", "aucpr"],
+    "tree_method": "hist",
+}
+
+
+@dataclass
+class TuneResult:
+    best_config: dict
+    best_iteration: int
+    best_metrics: dict
+    trials: list[dict]
+
+
+def search_space(seed: int) -> dict:
+    from ray import tune
+
+    return {
+        "eta": tune.loguniform(0.03, 0.3),
+        "max_depth": tune.randint(3, 10),
+        "min_child_weight": tune.loguniform(0.5, 8.0),
+        "subsample": tune.uniform(0.6, 1.0),
+        "colsample_bytree": tune.uniform(0.3, 1.0),
+        "lambda": tune.loguniform(0.3, 10.0),
+        "seed": seed,
+    }
+
+
+def xgb_params(config: dict, nthread: int) -> dict:
+    return {**FIXED_PARAMS, **config, "nthread": nthread}
+
+
+def train_booster(config: dict, data: dict, rounds: int, early_stopping: int | None, nthread: int):
+    """Train on the train split, early-stopping on validation. Shared by trials and the refit."""
+    import xgboost as xgb
+
+    dtrain = xgb.DMatrix(data["X_train"], label=data["y_train"], missing=np.nan)
+    dval = xgb.DMatrix(data["X_val"], label=data["y_val"], missing=np.nan)
+    return xgb.train(
+        xgb_params(config, nthread),
+        dtrain,
+        num_boost_round=rounds,
+        evals=[(dval, "val")],
+        early_stopping_rounds=early_stopping,
+        verbose_eval=False,
+    )
+
+
+def _trial(config: dict, data: dict, max_rounds: int, early_stopping: int) -> None:
+    from ray import tune
+    from sklearn.metrics import average_precision_score, log_loss
+
+    booster = train_booster(config, data, max_rounds, early_stopping, nthread=1)
+    import xgboost as xgb
+
+    best = booster.best_iteration
+    p = booster.predict(xgb.DMatrix(data["X_val"]), iteration_range=(0, best + 1))
+    tune.report(
+        {
+            "val_aucpr": float(average_precision_score(data["y_val"], p)),
+            "val_logloss": float(log_loss(data["y_val"], p, labels=[0, 1])),
+            "best_iteration": int(best),
+        }
+    )
+
+
+def run_search(
+    data: dict,
+    *,
+    num_samples: int,
+    num_cpus: int,
+    address: str | None,
+    max_rounds: int,
+    early_stopping: int,
+    seed: int,
+    storage_dir: Path,
+    run_name: str,
+    mlflow_uri: str,
+    experiment: str,
+    parent_run_id: str,
+) -> TuneResult:
+    """Run the search and return the best configuration (by validation PR AUC)."""
+    import ray
+    from ray import tune
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+    from ray.tune.search import BasicVariantGenerator
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(
+            address=address,
+            num_cpus=None if address else num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    try:
+        trainable = tune.with_resources(
+            tune.with_parameters(_trial, data=data, max_rounds=max_rounds, early_stopping=early_stopping),
+            {"cpu": 1},
+        )
+        tuner = tune.Tuner(
+            trainable,
+            param_space=search_space(seed),
+            tune_config=tune.TuneConfig(
+                metric="val_aucpr",
+                mode="max",
+                num_samples=num_samples,
+                max_concurrent_trials=max(1, num_cpus),
+                search_alg=BasicVariantGenerator(random_state=seed),
+            ),
+            run_config=tune.RunConfig(
+                name=run_name,
+                storage_path=str(storage_dir.resolve()),
+                verbose=0,
+                callbacks=[
+                    MLflowLoggerCallback(
+                        tracking_uri=mlflow_uri,
+                        experiment_name=experiment,
+                        tags={"mlflow.parentRunId": parent_run_id},
+                        save_artifact=False,
+                    )
+                ],
+            ),
+        )
+        grid = tuner.fit()
+        errors = [str(r.error) for r in grid if r.error]
+        if len(errors) == len(grid):
+            raise RuntimeError(f"every Tune trial failed; first error: {errors[0]}")
+        best = grid.get_best_result(metric="val_aucpr", mode="max")
+        trials = [
+            {**{k: r.config[k] for k in r.config if k != "seed"}, **(r.metrics or {})}
+            for r in grid
+            if not r.error
+        ]
+        return TuneResult(
+            best_config=dict(best.config),
+            best_iteration=int(best.metrics["best_iteration"]),
+            best_metrics={k: best.metrics[k] for k in ("val_aucpr", "val_logloss")},
+            trials=trials,
+        )
+    finally:
+        if started_here:
+            ray.shutdown()

@@ -1,0 +1,270 @@
+"""THE featurizer: one implementation for training (Dagster assets) and serving (BentoML).
+
+A message becomes one dense float32 row of three blocks:
+
+* ``num:*``  structural features (URL counts, HTML ratio, attachments, shouting, hops...);
+* ``w:*``/``s:*`` sublinear TF-IDF of body/subject words, L2-normalised, vocabulary chosen on
+  the training split by chi-square;
+* ``m:*``    binary metadata tokens: URL domains, sender domain, header names, mailer.
+
+Dense on purpose: XGBoost treats entries absent from a sparse matrix as *missing* while ONNX
+Runtime sees 0.0, which silently diverges predictions; training on the same dense
+representation we serve removes that class of bug (the ONNX parity check proves it).
+
+Speed matters (this is the request path's main cost): tokenising is one regex ``findall`` plus a
+C-level ``Counter``, and only vocabulary hits touch Python code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+import numpy as np
+
+from spam_serving.parsing import ParsedMessage
+
+FEATURIZER_FORMAT = 1
+_WORD_RE = re.compile(r"[a-z$][a-z0-9$'_-]{1,24}|\d+(?:[.,]\d+)?%?")
+_UPPER_RE = re.compile(r"[A-Z]")
+_DIGIT_RE = re.compile(r"\d")
+_RE_FWD_RE = re.compile(r"^\s*(re|fw|fwd|aw)\s*:", re.IGNORECASE)
+_DIGIT_SENDER_RE = re.compile(r"\d{3,}")
+
+NUMERIC_FEATURES: tuple[str, ...] = (
+    "body_chars_log",
+    "subject_chars",
+    "n_urls",
+    "n_url_domains",
+    "url_ip_host",
+    "is_html",
+    "html_only",
+    "html_ratio",
+    "n_images",
+    "n_links",
+    "n_attachments",
+    "n_parts",
+    "upper_ratio",
+    "subject_upper_ratio",
+    "exclaim_per_kchar",
+    "subject_exclaims",
+    "dollars_per_kchar",
+    "digit_ratio",
+    "non_ascii_ratio",
+    "n_received",
+    "has_message_id",
+    "sender_has_digits",
+    "reply_to_differs",
+    "missing_date",
+    "date_skew_hours_log",
+    "subject_is_reply",
+    "truncated",
+    "has_defects",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FeaturizerConfig:
+    """Vocabulary sizes and limits; part of the saved state so serving reproduces training."""
+
+    max_text_features: int = 3000
+    max_meta_features: int = 500
+    min_df: int = 3
+    max_chars: int = 20_000
+
+
+def _domain_is_ip(domain: str) -> bool:
+    return domain.replace(".", "").isdigit()
+
+
+def _numeric(msg: ParsedMessage, body: str) -> list[float]:
+    subject = msg.subject
+    n_chars = max(len(body), 1)
+    domains = msg.url_domains.split() if msg.url_domains else []
+    skew = 0.0
+    if isinstance(msg.sent_at, datetime) and isinstance(msg.received_at, datetime):
+        skew = math.log1p(abs((msg.received_at - msg.sent_at).total_seconds()) / 3600.0)
+    return [
+        math.log1p(len(msg.body)),
+        float(len(subject)),
+        float(msg.n_urls),
+        float(len(domains)),
+        float(any(_domain_is_ip(d) for d in domains)),
+        float(msg.is_html),
+        float(msg.html_only),
+        msg.html_chars / (msg.html_chars + len(msg.body) + 1),
+        float(msg.n_images),
+        float(msg.n_links),
+        float(msg.n_attachments),
+        float(msg.n_parts),
+        len(_UPPER_RE.findall(body)) / n_chars,
+        len(_UPPER_RE.findall(subject)) / max(len(subject), 1),
+        1000.0 * body.count("!") / n_chars,
+        float(subject.count("!")),
+        1000.0 * body.count("$") / n_chars,
+        len(_DIGIT_RE.findall(body)) / n_chars,
+        (len(body.encode("utf-8", "replace")) - len(body)) / n_chars,
+        float(msg.n_received),
+        float(msg.has_message_id),
+        float(bool(_DIGIT_SENDER_RE.search(msg.sender))),
+        float(bool(msg.reply_to_domain) and msg.reply_to_domain != msg.sender_domain),
+        float(msg.sent_at is None),
+        skew,
+        float(bool(_RE_FWD_RE.match(subject))),
+        float(msg.truncated),
+        float(bool(msg.defects)),
+    ]
+
+
+def text_tokens(msg: ParsedMessage, max_chars: int) -> Counter:
+    """Word counts: body words as ``w:word``, subject words as ``s:word``."""
+    counts = Counter("w:" + t for t in _WORD_RE.findall(msg.body[:max_chars].lower()))
+    counts.update("s:" + t for t in _WORD_RE.findall(msg.subject.lower()))
+    return counts
+
+
+def meta_tokens(msg: ParsedMessage) -> set[str]:
+    """Binary metadata tokens that a bag of words cannot see."""
+    tokens = {"m:u:" + d for d in msg.url_domains.split()} if msg.url_domains else set()
+    if msg.sender_domain:
+        tokens.add("m:from:" + msg.sender_domain)
+    if msg.header_tokens:
+        tokens.update("m:" + t for t in msg.header_tokens.split())
+    return tokens
+
+
+class Featurizer:
+    """Fit on training messages, then turn any message into a dense float32 row."""
+
+    def __init__(self, config: FeaturizerConfig | None = None) -> None:
+        self.config = config or FeaturizerConfig()
+        self.text_vocab: dict[str, int] = {}
+        self.idf: np.ndarray = np.zeros(0, dtype=np.float32)
+        self.meta_vocab: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, messages: Sequence[ParsedMessage], labels: Sequence[int]) -> Featurizer:
+        """Choose vocabularies by chi-square against the labels, IDF from document frequency."""
+        from scipy import sparse
+        from sklearn.feature_selection import chi2
+
+        y = np.asarray(labels, dtype=np.int8)
+        if len(messages) != len(y) or len(set(y.tolist())) < 2:
+            raise ValueError("fit needs messages of both classes with one label each")
+        docs_text = [set(text_tokens(m, self.config.max_chars)) for m in messages]
+        docs_meta = [meta_tokens(m) for m in messages]
+        self.text_vocab, df = self._select(docs_text, y, self.config.max_text_features, chi2, sparse)
+        self.meta_vocab, _ = self._select(docs_meta, y, self.config.max_meta_features, chi2, sparse)
+        n = len(messages)
+        self.idf = (np.log((1.0 + n) / (1.0 + df)) + 1.0).astype(np.float32)
+        return self
+
+    def _select(self, docs, y, k, chi2, sparse) -> tuple[dict[str, int], np.ndarray]:
+        df = Counter(t for d in docs for t in d)
+        candidates = sorted(t for t, c in df.items() if c >= self.config.min_df)
+        if not candidates:
+            return {}, np.zeros(0)
+        index = {t: i for i, t in enumerate(candidates)}
+        rows, cols = [], []
+        for r, d in enumerate(docs):
+            for t in d:
+                j = index.get(t)
+                if j is not None:
+                    rows.append(r)
+                    cols.append(j)
+        x = sparse.csr_matrix(
+            (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(docs), len(candidates))
+        )
+        scores, _ = chi2(x, y)
+        scores = np.nan_to_num(scores, nan=0.0)
+        # stable order: best score first, ties broken by token text for determinism
+        order = sorted(range(len(candidates)), key=lambda j: (-scores[j], candidates[j]))[:k]
+        chosen = sorted(candidates[j] for j in order)
+        vocab = {t: i for i, t in enumerate(chosen)}
+        return vocab, np.array([df[t] for t in chosen], dtype=np.float64)
+
+    # ------------------------------------------------------------------ transform
+    @property
+    def n_features(self) -> int:
+        return len(NUMERIC_FEATURES) + len(self.text_vocab) + len(self.meta_vocab)
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Human-readable names in column order (the model itself sees ``f0..fN``)."""
+        text = sorted(self.text_vocab, key=self.text_vocab.__getitem__)
+        meta = sorted(self.meta_vocab, key=self.meta_vocab.__getitem__)
+        return ["num:" + n for n in NUMERIC_FEATURES] + text + meta
+
+    def transform(self, messages: Sequence[ParsedMessage]) -> np.ndarray:
+        """Dense ``[N, n_features]`` float32 matrix; identical for the same message anywhere."""
+        if not self.text_vocab and not self.meta_vocab:
+            raise RuntimeError("Featurizer is not fitted")
+        n_num = len(NUMERIC_FEATURES)
+        text_off = n_num
+        meta_off = n_num + len(self.text_vocab)
+        out = np.zeros((len(messages), self.n_features), dtype=np.float32)
+        text_vocab, meta_vocab, idf = self.text_vocab, self.meta_vocab, self.idf
+        max_chars = self.config.max_chars
+        for r, msg in enumerate(messages):
+            body = msg.body[:max_chars]
+            row = out[r]
+            row[:n_num] = _numeric(msg, body)
+            idx, vals = [], []
+            for tok, c in text_tokens(msg, max_chars).items():
+                j = text_vocab.get(tok)
+                if j is not None:
+                    idx.append(j)
+                    vals.append(1.0 + math.log(c))
+            if idx:
+                w = np.asarray(vals, dtype=np.float32) * idf[idx]
+                norm = float(np.sqrt(np.dot(w, w)))
+                row[text_off + np.asarray(idx)] = w / norm
+            for tok in meta_tokens(msg):
+                j = meta_vocab.get(tok)
+                if j is not None:
+                    row[meta_off + j] = 1.0
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def to_dict(self) -> dict:
+        """JSON-safe state (no pickle: the serving side loads it from the model registry)."""
+        return {
+            "format": FEATURIZER_FORMAT,
+            "config": asdict(self.config),
+            "numeric_features": list(NUMERIC_FEATURES),
+            "text_vocab": sorted(self.text_vocab, key=self.text_vocab.__getitem__),
+            "idf": [float(v) for v in self.idf],
+            "meta_vocab": sorted(self.meta_vocab, key=self.meta_vocab.__getitem__),
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict) -> Featurizer:
+        if state.get("format") != FEATURIZER_FORMAT:
+            raise ValueError(f"unsupported featurizer format {state.get('format')!r}")
+        if list(state["numeric_features"]) != list(NUMERIC_FEATURES):
+            raise ValueError("featurizer state was saved by a different numeric feature set")
+        f = cls(FeaturizerConfig(**state["config"]))
+        f.text_vocab = {t: i for i, t in enumerate(state["text_vocab"])}
+        f.idf = np.asarray(state["idf"], dtype=np.float32)
+        f.meta_vocab = {t: i for i, t in enumerate(state["meta_vocab"])}
+        if len(f.idf) != len(f.text_vocab):
+            raise ValueError("featurizer state is corrupt: idf and vocabulary lengths differ")
+        return f
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Featurizer:
+        return cls.from_dict(json.loads(text))
+
+    @property
+    def state_hash(self) -> str:
+        """Content hash of the fitted state: pins a model to the featurizer it was trained with."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]

@@ -1,0 +1,98 @@
+"""Every knob in one place: a pydantic-settings object overridable by ``SPAM_*`` env vars.
+
+Dagster resources take their defaults from here (so the UI shows the effective values), and
+the serving side reads the same object, so a value is never defined twice.
+List values are JSON in the environment, e.g.
+``SPAM_CORPUS_SOURCES='["spam:/data/junk.mbox", "ham:/data/Maildir"]'``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+APACHE_CORPUS_URLS: tuple[str, ...] = (
+    "https://spamassassin.apache.org/old/publiccorpus/20030228_easy_ham.tar.bz2",
+    "https://spamassassin.apache.org/old/publiccorpus/20030228_easy_ham_2.tar.bz2",
+    "https://spamassassin.apache.org/old/publiccorpus/20030228_hard_ham.tar.bz2",
+    "https://spamassassin.apache.org/old/publiccorpus/20030228_spam.tar.bz2",
+    "https://spamassassin.apache.org/old/publiccorpus/20050311_spam_2.tar.bz2",
+)
+
+
+class SpamSettings(BaseSettings):
+    """Embedded defaults run everything locally; ``SPAM_TARGET=azure`` switches backends."""
+
+    model_config = SettingsConfigDict(env_prefix="SPAM_", extra="ignore")
+
+    target: Literal["local", "azure"] = "local"
+    home: Path = Field(
+        default=PROJECT_ROOT / ".spam_home",
+        description="Root of all local state: data, MLflow, Dagster storage, model bundles.",
+    )
+
+    # corpus
+    corpus_sources: list[str] = Field(
+        default=list(APACHE_CORPUS_URLS),
+        description="URLs or paths (.tar.bz2/.tgz, maildir, .eml dir, mbox); prefix "
+        "'spam:'/'ham:' to label a source whose name does not say.",
+    )
+    download_timeout_s: float = 120.0
+
+    # features and model policy
+    max_text_features: int = 3000
+    max_meta_features: int = 500
+    min_df: int = 3
+    validation_fraction: float = 0.2
+    target_ham_fpr: float = 0.005
+    gate_min_f1: float = 0.90
+    gate_max_easy_ham_fpr: float = 0.01
+    gate_max_f1_regression: float = 0.0
+
+    # tuning
+    ray_address: str | None = None
+    ray_num_cpus: int = 2
+    tune_num_samples: int = 8
+    tune_max_rounds: int = 600
+    tune_early_stopping_rounds: int = 40
+    seed: int = 42
+
+    # tracking
+    mlflow_tracking_uri: str | None = None
+    mlflow_experiment: str = "spam-mlops"
+    registered_model_name: str = "spam-classifier"
+
+    # orchestration
+    max_concurrent: int = 2
+    dagster_postgres_url: str | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def bundles_dir(self) -> Path:
+        return self.home / "bundles"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def effective_mlflow_uri(self) -> str:
+        """Embedded default: SQLite backend under ``home`` (artifacts beside it)."""
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifact_root(self) -> Path:
+        return self.home / "mlflow" / "artifacts"
+
+
+def get_settings() -> SpamSettings:
+    """Fresh settings from the current environment (tests change env between calls)."""
+    return SpamSettings()
