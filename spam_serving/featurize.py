@@ -159,7 +159,9 @@ class Featurizer:
             raise ValueError("fit needs messages of both classes with one label each")
         docs_text = [set(text_tokens(m, self.config.max_chars)) for m in messages]
         docs_meta = [meta_tokens(m) for m in messages]
-        self.text_vocab, df = self._select(docs_text, y, self.config.max_text_features, chi2, sparse)
+        self.text_vocab, df = self._select(
+            docs_text, y, self.config.max_text_features, chi2, sparse
+        )
         self.meta_vocab, _ = self._select(docs_meta, y, self.config.max_meta_features, chi2, sparse)
         n = len(messages)
         self.idf = (np.log((1.0 + n) / (1.0 + df)) + 1.0).astype(np.float32)

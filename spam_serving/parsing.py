@@ -265,9 +265,14 @@ def parse_message(raw: bytes | str) -> ParsedMessage:
             continue
         ctype = part.get_content_type()
         disposition = str(part.get("Content-Disposition", "")).lower()
-        if "attachment" in disposition or part.get_filename() or ctype.split("/")[0] not in (
-            "text",
-            "message",
+        if (
+            "attachment" in disposition
+            or part.get_filename()
+            or ctype.split("/")[0]
+            not in (
+                "text",
+                "message",
+            )
         ):
             out.n_attachments += 1
             continue
@@ -287,7 +292,7 @@ def parse_message(raw: bytes | str) -> ParsedMessage:
     out.html_only = bool(html) and not any(p.strip() for p in plain)
     out.html_chars = len(html_text)
     url_source = "\n".join(plain) + "\n" + html_text
-    domains = [registrable_domain(d) for d in _URL_RE.findall(url_source[:MAX_BODY_CHARS * 2])]
+    domains = [registrable_domain(d) for d in _URL_RE.findall(url_source[: MAX_BODY_CHARS * 2])]
     out.n_urls = len(domains)
     out.url_domains = " ".join(dict.fromkeys(domains))
     if out.html_only:

@@ -95,9 +95,10 @@ def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | Non
         return exp.experiment_id
     try:
         return client.create_experiment(
-            name, artifact_location=Path(artifact_location).resolve().as_uri()
+            name,
+            artifact_location=Path(artifact_location).resolve().as_uri()
             if artifact_location and "://" not in artifact_location
-            else artifact_location
+            else artifact_location,
         )
     except Exception:  # created concurrently by another step
         exp = client.get_experiment_by_name(name)

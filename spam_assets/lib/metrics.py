@@ -55,7 +55,7 @@ def evaluate(
     tn, fp, fn, tp = confusion_matrix(y_true, pred, labels=[0, 1]).ravel()
     groups = np.asarray(groups).astype(str)
     out = {
-        "n": int(len(y_true)),
+        "n": len(y_true),
         "n_spam": int(y_true.sum()),
         "threshold": float(threshold),
         "precision": float(precision_score(y_true, pred, zero_division=0)),

@@ -26,9 +26,7 @@ def to_onnx(booster, n_features: int) -> bytes:
 
     booster.feature_names = None
     booster.feature_types = None
-    model = convert_xgboost(
-        booster, initial_types=[("input", FloatTensorType([None, n_features]))]
-    )
+    model = convert_xgboost(booster, initial_types=[("input", FloatTensorType([None, n_features]))])
     return model.SerializeToString()
 
 
@@ -50,7 +48,7 @@ def parity(booster, onnx_bytes: bytes, x: np.ndarray) -> dict:
     """Max/mean absolute difference between native XGBoost and ONNX Runtime on ``x``."""
     diff = np.abs(native_scores(booster, x) - onnx_scores(onnx_bytes, x))
     return {
-        "rows": int(len(x)),
+        "rows": len(x),
         "max_abs_diff": float(diff.max()) if len(diff) else 0.0,
         "mean_abs_diff": float(diff.mean()) if len(diff) else 0.0,
     }

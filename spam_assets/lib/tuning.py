@@ -115,7 +115,9 @@ def run_search(
         )
     try:
         trainable = tune.with_resources(
-            tune.with_parameters(_trial, data=data, max_rounds=max_rounds, early_stopping=early_stopping),
+            tune.with_parameters(
+                _trial, data=data, max_rounds=max_rounds, early_stopping=early_stopping
+            ),
             {"cpu": 1},
         )
         tuner = tune.Tuner(

@@ -1,7 +1,5 @@
 """Corpus stage: raw messages -> parsed, de-duplicated table -> time-based splits."""
 
-from __future__ import annotations
-
 import hashlib
 import json
 import os
@@ -70,7 +68,9 @@ def raw_corpus(
             "n_messages": len(df),
             "per_group": per_group,
             "sources": list(corpus.sources),
-            "messages": df[["message_id", "group", "label", "sha256", "n_bytes"]].to_dict("records"),
+            "messages": df[["message_id", "group", "label", "sha256", "n_bytes"]].to_dict(
+                "records"
+            ),
         }
         _write_atomic(manifest_path, lambda p: p.write_text(json.dumps(manifest, indent=1)))
     return dg.MaterializeResult(
@@ -87,8 +87,6 @@ def raw_corpus(
     )
 
 
-
-
 @dg.asset(
     group_name="corpus",
     kinds={"parquet"},
@@ -100,7 +98,9 @@ def parsed_messages(
 ) -> dg.Output[pd.DataFrame]:
     data_path = storage.raw_dir / RAW_FILE
     if not data_path.exists():
-        raise dg.Failure(description=f"parsed_messages: {data_path} missing; materialize raw_corpus")
+        raise dg.Failure(
+            description=f"parsed_messages: {data_path} missing; materialize raw_corpus"
+        )
     raw = pd.read_parquet(data_path, engine="pyarrow")
     parsed = parse_raw_table(raw)
     kept, dups = deduplicate(parsed)

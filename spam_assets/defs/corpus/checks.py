@@ -1,7 +1,5 @@
 """Data-quality checks on the corpus stage. Leakage across splits is blocking."""
 
-from __future__ import annotations
-
 import dagster as dg
 import pandas as pd
 

@@ -1,7 +1,5 @@
 """Feature stage: the featurizer is fitted on the train split only, then applied to all."""
 
-from __future__ import annotations
-
 import time
 
 import dagster as dg
@@ -49,9 +47,7 @@ def feature_pipeline(dataset_splits: pd.DataFrame, policy: ModelPolicy) -> dg.Ou
     group_name="features",
     description="Dense float32 feature matrices per split (what XGBoost and ONNX both see).",
 )
-def feature_matrices(
-    dataset_splits: pd.DataFrame, feature_pipeline: Featurizer
-) -> dg.Output[dict]:
+def feature_matrices(dataset_splits: pd.DataFrame, feature_pipeline: Featurizer) -> dg.Output[dict]:
     out: dict[str, dict] = {}
     start = time.perf_counter()
     for split, part in dataset_splits.groupby("split"):

@@ -1,0 +1,69 @@
+"""Export stage: XGBoost -> ONNX, written as a bundle with the featurizer it needs."""
+
+import dagster as dg
+
+from spam_assets.defs.resources import MlflowRegistry, StorageResource
+from spam_assets.lib.onnx_export import booster_from_bytes, to_onnx
+from spam_serving.featurize import Featurizer
+from spam_serving.model_bundle import write_bundle
+
+
+@dg.asset(
+    group_name="export",
+    kinds={"onnx"},
+    description="ONNX model + featurizer state + threshold, versioned together as a bundle.",
+)
+def onnx_model(
+    context: dg.AssetExecutionContext,
+    tuned_model: dict,
+    feature_pipeline: Featurizer,
+    model_evaluation: dict,
+    storage: StorageResource,
+    registry: MlflowRegistry,
+) -> dg.Output[dict]:
+    """Depends on ``model_evaluation`` so the blocking quality gate stops the export.
+
+    The bundle is logged as the ``bundle/`` artifact of the registered version's run, which is
+    how the champion comparison and the service find it again by alias.
+    """
+    if feature_pipeline.state_hash != tuned_model["featurizer_hash"]:
+        raise dg.Failure(
+            description="onnx_model: feature_pipeline changed since tuned_model was trained "
+            f"({feature_pipeline.state_hash[:12]} != {tuned_model['featurizer_hash'][:12]}); "
+            "re-materialize tuned_model"
+        )
+    booster = booster_from_bytes(tuned_model["booster"])
+    onnx_bytes = to_onnx(booster, feature_pipeline.n_features)
+    version = tuned_model["model_version"]
+    path = storage.bundle_dir(tuned_model["model_name"], version)
+    meta = write_bundle(
+        path,
+        onnx_bytes,
+        feature_pipeline,
+        tuned_model["booster"],
+        {
+            "model_name": tuned_model["model_name"],
+            "model_version": version,
+            "mlflow_run_id": tuned_model["run_id"],
+            "threshold": tuned_model["threshold"],
+            "fpr_thresholds": {str(k): v for k, v in tuned_model["fpr_thresholds"].items()},
+            "test_metrics": {
+                k: v for k, v in model_evaluation["metrics"].items() if not isinstance(v, dict)
+            },
+        },
+    )
+    client = registry.client()
+    client.log_artifacts(tuned_model["run_id"], str(path), "bundle")
+    client.set_model_version_tag(registry.model_name, version, "onnx_sha256", meta["onnx_sha256"])
+    client.set_model_version_tag(registry.model_name, version, "bundle_path", str(path))
+    context.log.info(f"bundle v{version} written to {path}")
+    return dg.Output(
+        {**meta, "bundle_path": str(path)},
+        metadata={
+            "model_version": version,
+            "bundle_path": dg.MetadataValue.path(str(path)),
+            "onnx_bytes": len(onnx_bytes),
+            "onnx_sha256": meta["onnx_sha256"],
+            "featurizer_hash": meta["featurizer_hash"],
+        },
+    )

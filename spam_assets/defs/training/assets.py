@@ -1,0 +1,254 @@
+"""Training stage: Ray Tune search -> refit -> MLflow registry (alias ``challenger``) ->
+evaluation on the time-split test set (against the champion when there is one)."""
+
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from spam_assets.defs.features.assets import messages_of
+from spam_assets.defs.resources import MlflowRegistry, ModelPolicy, TuningResource
+from spam_assets.lib.metrics import (
+    FPR_POINTS,
+    confusion_markdown,
+    evaluate,
+    markdown_table,
+    png_markdown,
+    pr_curve_png,
+    threshold_for_fpr,
+)
+from spam_assets.lib.onnx_export import booster_from_bytes, native_scores
+from spam_assets.lib.tuning import run_search, train_booster
+from spam_serving.model_bundle import ModelBundle
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+PIP_REQUIREMENTS = ["xgboost>=3.0", "numpy"]
+
+
+def _tune_data(feature_matrices: dict) -> dict:
+    return {
+        "X_train": feature_matrices["train"]["X"],
+        "y_train": feature_matrices["train"]["y"],
+        "X_val": feature_matrices["validation"]["X"],
+        "y_val": feature_matrices["validation"]["y"],
+    }
+
+
+@dg.asset(
+    group_name="training",
+    kinds={"xgboost", "mlflow", "ray"},
+    # dagster-mlflow's resource is a legacy (non-Pythonic) resource, so every resource of this
+    # asset is requested by key.
+    required_resource_keys={"mlflow", "tuning", "policy", "registry"},
+    description="Ray Tune search over XGBoost parameters; best model registered as challenger.",
+)
+def tuned_model(
+    context: dg.AssetExecutionContext, feature_matrices: dict, feature_pipeline
+) -> dg.Output[dict]:
+    """The Dagster run's MLflow run (dagster-mlflow) is the parent; each Tune trial is a
+    nested child run. The refit uses the best config and its early-stopped round count, and
+    the decision threshold is chosen on the validation slice (newest part of train)."""
+    import mlflow
+    import mlflow.xgboost
+
+    mlf = context.resources.mlflow
+    tuning: TuningResource = context.resources.tuning
+    policy: ModelPolicy = context.resources.policy
+    registry: MlflowRegistry = context.resources.registry
+    parent = mlflow.active_run()
+    if parent is None:
+        raise dg.Failure(description="tuned_model: dagster-mlflow did not start an MLflow run")
+    parent_id = parent.info.run_id
+    data = _tune_data(feature_matrices)
+    started = time.perf_counter()
+    try:
+        result = run_search(
+            data,
+            num_samples=tuning.num_samples,
+            num_cpus=tuning.num_cpus,
+            address=tuning.ray_address,
+            max_rounds=tuning.max_rounds,
+            early_stopping=tuning.early_stopping_rounds,
+            seed=tuning.seed,
+            storage_dir=Path(tuning.storage_dir),
+            run_name=f"tune-{context.run_id[:8]}",
+            mlflow_uri=registry.tracking_uri,
+            experiment=registry.experiment,
+            parent_run_id=parent_id,
+        )
+    except RuntimeError as exc:
+        mlf.end_run(status="FAILED")
+        raise dg.Failure(description=f"tuned_model: {exc}") from exc
+    tune_s = time.perf_counter() - started
+
+    rounds = result.best_iteration + 1
+    booster = train_booster(result.best_config, data, rounds, None, nthread=tuning.num_cpus)
+    booster.set_param({"nthread": 1})
+    val_scores = native_scores(booster, data["X_val"])
+    y_val = data["y_val"]
+    threshold = threshold_for_fpr(y_val, val_scores, policy.target_ham_fpr)
+    fpr_thresholds = {f: threshold_for_fpr(y_val, val_scores, f) for f in FPR_POINTS}
+    raw_model = bytes(booster.save_raw("ubj"))
+
+    params = {k: v for k, v in result.best_config.items()}
+    mlf.log_params(
+        {
+            **params,
+            "num_boost_round": rounds,
+            "n_features": feature_pipeline.n_features,
+            "target_ham_fpr": policy.target_ham_fpr,
+        }
+    )
+    mlf.log_metrics(
+        {
+            **{f"best_{k}": float(v) for k, v in result.best_metrics.items()},
+            "threshold": threshold,
+            "tune_seconds": tune_s,
+            "n_trials": len(result.trials),
+        }
+    )
+    mlf.set_tags({"featurizer_hash": feature_pipeline.state_hash})
+    with tempfile.TemporaryDirectory() as tmp:
+        fz = Path(tmp) / "featurizer.json"
+        fz.write_text(feature_pipeline.to_json())
+        mlf.log_artifact(str(fz))
+    info = mlflow.xgboost.log_model(
+        booster,
+        name="model",
+        registered_model_name=registry.model_name,
+        pip_requirements=PIP_REQUIREMENTS,
+        model_format="ubj",
+    )
+    client = registry.client()
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias(registry.model_name, CHALLENGER, version)
+    for key, value in {
+        "threshold": threshold,
+        "featurizer_hash": feature_pipeline.state_hash,
+        "dagster_run_id": context.run_id,
+    }.items():
+        client.set_model_version_tag(registry.model_name, version, key, str(value))
+    # dagster-mlflow leaves its run open (it unregisters MLflow's atexit end); this asset is
+    # the last writer to it in the run, so close it here with a real status.
+    mlf.end_run()
+
+    trials_md = pd.DataFrame(result.trials).round(4).to_markdown(index=False)
+    return dg.Output(
+        {
+            "booster": raw_model,
+            "config": result.best_config,
+            "num_boost_round": rounds,
+            "threshold": threshold,
+            "fpr_thresholds": fpr_thresholds,
+            "model_name": registry.model_name,
+            "model_version": version,
+            "run_id": parent_id,
+            "featurizer_hash": feature_pipeline.state_hash,
+            "n_features": feature_pipeline.n_features,
+        },
+        metadata={
+            "model_version": version,
+            "mlflow_run_id": parent_id,
+            "threshold": threshold,
+            "num_boost_round": rounds,
+            "n_trials": len(result.trials),
+            "best_val_aucpr": float(result.best_metrics["val_aucpr"]),
+            "tune_seconds": tune_s,
+            "trials": dg.MetadataValue.md(trials_md),
+        },
+    )
+
+
+def champion_metrics(
+    registry: MlflowRegistry, test: pd.DataFrame, exclude_version: str, log
+) -> dict | None:
+    """Evaluate the model behind alias ``champion`` on the same test rows, with its own
+    featurizer and threshold (from its bundle). None when there is no champion yet."""
+    client = registry.client()
+    try:
+        mv = client.get_model_version_by_alias(registry.model_name, CHAMPION)
+    except Exception:
+        return None
+    if str(mv.version) == str(exclude_version):
+        log.info(f"champion is v{mv.version}, the model under evaluation")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = client.download_artifacts(mv.run_id, "bundle", tmp)
+        except Exception as exc:
+            raise dg.Failure(
+                description=f"champion v{mv.version} has no 'bundle' artifact in run "
+                f"{mv.run_id}: {exc}"
+            ) from exc
+        bundle = ModelBundle.load(local)
+        scores = bundle.predict_proba(messages_of(test))
+    metrics = evaluate(
+        test["label"].to_numpy(),
+        scores,
+        test["group"].to_numpy(),
+        bundle.threshold,
+        {float(k): v for k, v in bundle.meta.get("fpr_thresholds", {}).items()},
+    )
+    return {**metrics, "model_version": str(mv.version)}
+
+
+@dg.asset(
+    group_name="training",
+    kinds={"mlflow"},
+    description="DESIGN.md section 4 metric table on the test split, logged to MLflow.",
+)
+def model_evaluation(
+    context: dg.AssetExecutionContext,
+    tuned_model: dict,
+    feature_matrices: dict,
+    dataset_splits: pd.DataFrame,
+    registry: MlflowRegistry,
+) -> dg.Output[dict]:
+    test = feature_matrices["test"]
+    booster = booster_from_bytes(tuned_model["booster"])
+    scores = native_scores(booster, test["X"])
+    y = np.asarray(test["y"]).astype(int)
+    metrics = evaluate(
+        y,
+        scores,
+        np.asarray(test["group"]),
+        tuned_model["threshold"],
+        tuned_model["fpr_thresholds"],
+    )
+    test_rows = dataset_splits[dataset_splits["split"] == "test"]
+    champion = champion_metrics(registry, test_rows, tuned_model["model_version"], context.log)
+
+    client = registry.client()
+    for key, value in metrics.items():
+        if isinstance(value, int | float) and value is not None:
+            client.log_metric(tuned_model["run_id"], f"test_{key}", float(value))
+    table = {f"v{tuned_model['model_version']} (challenger)": metrics}
+    if champion is not None:
+        table[f"v{champion['model_version']} (champion)"] = champion
+    png = pr_curve_png(y, scores, tuned_model["threshold"])
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "pr_curve.png").write_bytes(png)
+        (Path(tmp) / "metrics.md").write_text(markdown_table(table))
+        client.log_artifacts(tuned_model["run_id"], tmp, "evaluation")
+    return dg.Output(
+        {
+            "model_version": tuned_model["model_version"],
+            "metrics": metrics,
+            "champion": champion,
+        },
+        metadata={
+            "model_version": tuned_model["model_version"],
+            "f1": metrics["f1"],
+            "easy_ham_fpr": metrics["easy_ham_fpr"],
+            "hard_ham_fpr": metrics["hard_ham_fpr"],
+            "recall_at_fpr_0.1pct": metrics["recall_at_fpr_0.1pct"],
+            "pr_auc": metrics["pr_auc"],
+            "metrics": dg.MetadataValue.md(markdown_table(table)),
+            "confusion_matrix": dg.MetadataValue.md(confusion_markdown(metrics["confusion"])),
+            "pr_curve": dg.MetadataValue.md(png_markdown(png, "PR curve")),
+            "champion_version": champion["model_version"] if champion else "none",
+        },
+    )
