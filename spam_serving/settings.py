@@ -9,8 +9,6 @@ List values are JSON in the environment, e.g.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
-
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -26,11 +24,10 @@ APACHE_CORPUS_URLS: tuple[str, ...] = (
 
 
 class SpamSettings(BaseSettings):
-    """Embedded defaults run everything locally; ``SPAM_TARGET=azure`` switches backends."""
+    """Embedded defaults run everything locally under ``home``."""
 
     model_config = SettingsConfigDict(env_prefix="SPAM_", extra="ignore")
 
-    target: Literal["local", "azure"] = "local"
     home: Path = Field(
         default=PROJECT_ROOT / ".spam_home",
         description="Root of all local state: data, MLflow, Dagster storage, model bundles.",
@@ -68,8 +65,11 @@ class SpamSettings(BaseSettings):
     registered_model_name: str = "spam-classifier"
 
     # orchestration
-    max_concurrent: int = 2
-    dagster_postgres_url: str | None = None
+    max_concurrent: int = Field(2, description="Parallel steps per Dagster run.")
+    max_concurrent_runs: int = Field(1, description="Dagster runs at once (run queue).")
+    dagster_postgres_url: str | None = Field(
+        None, description="postgresql://... for Dagster run/event/schedule storage."
+    )
 
     @property
     def data_dir(self) -> Path:

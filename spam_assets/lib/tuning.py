@@ -103,7 +103,6 @@ def run_search(
     from ray.tune.search import BasicVariantGenerator
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(

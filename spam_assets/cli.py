@@ -1,0 +1,91 @@
+"""``python -m spam_assets.cli {run,ui,summary}``: what ``make run`` / ``make ui`` call.
+
+``run`` materializes the whole chain through the ``spam_pipeline`` job on the persistent
+instance under ``SPAM_HOME`` (so the UI shows it afterwards) and prints where everything is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from spam_assets.instance import prepare_dagster_home
+from spam_serving.settings import PROJECT_ROOT, get_settings
+
+UI_PORT = int(os.environ.get("SPAM_UI_PORT", "3000"))
+SUMMARY_ASSETS = ("raw_corpus", "parsed_messages", "model_evaluation", "onnx_model")
+
+
+def spam_pipeline_job() -> dg.JobDefinition:
+    """Module-level so ``dg.reconstructable`` can rebuild it in each step process."""
+    from spam_assets.definitions import defs
+
+    return defs().resolve_job_def("spam_pipeline")
+
+
+def _latest(instance: dg.DagsterInstance, name: str) -> dict:
+    event = instance.get_latest_materialization_event(dg.AssetKey(name))
+    if event is None or event.asset_materialization is None:
+        return {}
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def summary(instance: dg.DagsterInstance) -> str:
+    """Where the UI, the model and the reports are, plus the headline metrics."""
+    s = get_settings()
+    corpus, parsed = _latest(instance, "raw_corpus"), _latest(instance, "parsed_messages")
+    evaluation, onnx = _latest(instance, "model_evaluation"), _latest(instance, "onnx_model")
+    lines = [
+        "",
+        "spam-mlops: pipeline summary",
+        f"  Dagster UI      make ui  ->  http://127.0.0.1:{UI_PORT}  (DAGSTER_HOME={s.dagster_home})",
+        f"  MLflow          {s.effective_mlflow_uri}",
+        f"                  make mlflow-ui -> http://127.0.0.1:5000",
+        f"  corpus          {corpus.get('n_messages', '?')} messages, "
+        f"{parsed.get('n_kept', '?')} after de-duplication",
+    ]
+    if evaluation:
+        lines.append(
+            f"  model v{evaluation.get('model_version')}      F1 {evaluation.get('f1', 0):.4f}, "
+            f"easy-ham FPR {evaluation.get('easy_ham_fpr', 0):.4f}, "
+            f"hard-ham FPR {evaluation.get('hard_ham_fpr', 0):.4f}, "
+            f"recall@0.1%FPR {evaluation.get('recall_at_fpr_0.1pct', 0):.4f}"
+        )
+    if onnx:
+        lines.append(f"  ONNX bundle     {onnx.get('bundle_path')}")
+    lines.append(f"  evaluation      PR curve + tables in the UI (asset model_evaluation) and MLflow")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="spam_assets.cli")
+    parser.add_argument("command", choices=("run", "ui", "summary", "home"))
+    args = parser.parse_args(argv)
+    home = prepare_dagster_home()
+    if args.command == "home":
+        print(home)
+        return 0
+    if args.command == "ui":
+        os.chdir(PROJECT_ROOT)
+        dagster = Path(sys.executable).with_name("dagster")
+        cmd = [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(UI_PORT)]
+        os.execv(cmd[0], cmd)
+    with dg.DagsterInstance.get() as instance:
+        if args.command == "run":
+            result = dg.execute_job(dg.reconstructable(spam_pipeline_job), instance=instance)
+            print(summary(instance))
+            if not result.success:
+                failed = [e.step_key for e in result.all_events if e.is_step_failure]
+                print(f"\nrun {result.run_id} FAILED at {failed}; details: make ui", file=sys.stderr)
+                return 1
+            return 0
+        print(summary(instance))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

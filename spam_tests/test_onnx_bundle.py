@@ -1,0 +1,55 @@
+"""ONNX parity on real features, and the bundle's integrity checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xgboost as xgb
+
+from spam_assets.lib.onnx_export import booster_from_bytes, native_scores, parity, to_onnx
+from spam_serving.featurize import Featurizer, FeaturizerConfig
+from spam_serving.model_bundle import ONNX_FILE, ModelBundle, write_bundle
+from spam_serving.parsing import parse_message
+
+
+@pytest.fixture(scope="module")
+def trained(real_sample):
+    msgs = [parse_message(raw) for _, _, raw in real_sample]
+    y = np.array([label for _, label, _ in real_sample])
+    f = Featurizer(FeaturizerConfig(max_text_features=300, max_meta_features=80, min_df=2))
+    x = f.fit(msgs, y).transform(msgs)
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 6, "eta": 0.3, "nthread": 1, "seed": 0},
+        xgb.DMatrix(x, label=y),
+        num_boost_round=60,
+    )
+    return f, booster, x, msgs
+
+
+def test_onnx_matches_native_on_real_features(trained):
+    f, booster, x, _ = trained
+    onnx_bytes = to_onnx(booster, f.n_features)
+    result = parity(booster, onnx_bytes, x)
+    assert result["rows"] == len(x)
+    assert result["max_abs_diff"] <= 1e-5
+    # the representation matters: a sparse-as-missing matrix is a different model input
+    x_missing = np.where(x == 0, np.nan, x)
+    assert np.abs(native_scores(booster, x_missing) - native_scores(booster, x)).max() > 1e-3
+
+
+def test_bundle_roundtrip_and_corruption(trained, tmp_path):
+    f, booster, x, msgs = trained
+    raw = bytes(booster.save_raw("ubj"))
+    onnx_bytes = to_onnx(booster_from_bytes(raw), f.n_features)
+    meta = write_bundle(tmp_path / "b", onnx_bytes, f, raw, {"model_version": "7", "threshold": 0.5})
+    bundle = ModelBundle.load(tmp_path / "b")
+    assert bundle.version == "7" and bundle.threshold == 0.5
+    np.testing.assert_allclose(
+        bundle.predict_proba(msgs[:40]), native_scores(booster, x[:40]), atol=1e-5
+    )
+    assert meta["n_features"] == f.n_features
+    (tmp_path / "b" / ONNX_FILE).write_bytes(onnx_bytes[:-10] + b"0123456789")
+    with pytest.raises(ValueError, match="sha256 does not match"):
+        ModelBundle.load(tmp_path / "b")
+    with pytest.raises(FileNotFoundError, match="no model bundle"):
+        ModelBundle.load(tmp_path / "nothing")

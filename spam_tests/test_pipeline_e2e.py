@@ -1,0 +1,128 @@
+"""The whole training chain, materialized with Dagster's Python API on a real stratified
+subsample of the corpus (Apache .tar.bz2 layout, ~420 messages, 2 Tune trials)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import set_sources
+from corpus_subsample import DEFAULT_PER_GROUP, write_apache_tarballs
+from pipeline_helpers import (
+    SMALL_RUN_ENV,
+    check_results,
+    failure_messages,
+    latest_metadata,
+    run_assets,
+)
+from spam_assets.lib.metrics import evaluate
+from spam_serving.model_bundle import ModelBundle
+from spam_serving.parsing import from_record
+
+pytestmark = pytest.mark.slow
+
+ALL_ASSETS = {
+    "raw_corpus", "parsed_messages", "dataset_splits", "feature_pipeline", "feature_matrices",
+    "tuned_model", "model_evaluation", "onnx_model",
+}
+PARSED_COLUMNS = {
+    "message_id", "group", "label", "sent_at", "sender", "sender_domain", "subject", "body",
+    "is_html", "n_urls", "n_attachments", "content_hash", "sha256",
+}
+
+
+@pytest.fixture
+def small_run(spam_env, monkeypatch, tmp_path, shared_tgz):
+    tarballs = write_apache_tarballs(tmp_path / "corpus", DEFAULT_PER_GROUP, shared_tgz)
+    set_sources(monkeypatch, [str(p) for p in tarballs])
+    for key, value in SMALL_RUN_ENV.items():
+        monkeypatch.setenv(key, value)
+    return spam_env
+
+
+def test_full_chain(small_run: Path, instance, monkeypatch):
+    home = small_run
+    result = run_assets(instance)
+    assert result.success, failure_messages(result)
+    materialized = {
+        e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
+    }
+    assert materialized == ALL_ASSETS
+    checks = check_results(result)
+    assert checks == {
+        "parse_failure_rate": True, "label_counts": True, "null_rates": True,
+        "no_split_leakage": True, "quality_gate": True, "onnx_parity": True,
+    }
+
+    # raw store + manifest
+    manifest = json.loads((home / "data" / "raw" / "manifest.json").read_text())
+    assert manifest["n_messages"] == sum(DEFAULT_PER_GROUP.values())
+    assert all(len(m["sha256"]) == 64 for m in manifest["messages"])
+
+    # parsed Parquet has the DESIGN.md columns
+    parsed = pd.read_parquet(home / "data" / "assets" / "parsed_messages.parquet")
+    assert PARSED_COLUMNS <= set(parsed.columns)
+    assert parsed["content_hash"].is_unique
+
+    # MLflow: parent run per Dagster run, Tune trials nested under it, model registered
+    meta = latest_metadata(instance, "tuned_model")
+    uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("spam-mlops")
+    runs = client.search_runs([exp.experiment_id])
+    parent = next(r for r in runs if r.info.run_id == meta["mlflow_run_id"])
+    assert parent.data.tags["dagster_run_id"] == result.run_id
+    assert parent.info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 2
+    assert all("val_aucpr" in r.data.metrics for r in children)
+    assert "test_f1" in parent.data.metrics  # model_evaluation logged to the model's run
+    version = client.get_model_version_by_alias("spam-classifier", "challenger")
+    assert str(version.version) == "1" and version.run_id == parent.info.run_id
+    assert {"threshold", "featurizer_hash", "onnx_sha256"} <= set(version.tags)
+
+    # evaluation metadata: table, confusion matrix, PR curve image
+    ev = latest_metadata(instance, "model_evaluation")
+    assert "| F1 |" in ev["metrics"] and "predicted spam" in ev["confusion_matrix"]
+    assert "data:image/png;base64," in ev["pr_curve"]
+    assert 0.5 <= ev["f1"] <= 1.0
+
+    # the ONNX bundle reproduces the evaluation from raw parsed rows (serving path)
+    bundle = ModelBundle.load(latest_metadata(instance, "onnx_model")["bundle_path"])
+    splits = pd.read_parquet(home / "data" / "assets" / "dataset_splits.parquet")
+    test = splits[splits["split"] == "test"]
+    scores = bundle.predict_proba([from_record(r) for r in test.to_dict("records")])
+    again = evaluate(
+        test["label"].to_numpy(), scores, test["group"].to_numpy(), bundle.threshold, {}
+    )
+    assert again["f1"] == pytest.approx(ev["f1"], abs=1e-9)
+    assert version.tags["featurizer_hash"] == bundle.featurizer.state_hash
+
+    # unchanged corpus: raw_corpus is a no-op that says so
+    before = (home / "data" / "raw" / "messages.parquet").stat().st_mtime_ns
+    again_raw = run_assets(instance, ["raw_corpus"])
+    assert again_raw.success
+    assert latest_metadata(instance, "raw_corpus")["changed"] is False
+    assert (home / "data" / "raw" / "messages.parquet").stat().st_mtime_ns == before
+
+    # with a champion in place the evaluation compares against it on the same test rows
+    client.set_registered_model_alias("spam-classifier", "champion", "1")
+    rerun = run_assets(instance, ["model_evaluation"])
+    assert rerun.success, failure_messages(rerun)
+    ev2 = latest_metadata(instance, "model_evaluation")
+    assert ev2["champion_version"] == "1" and "(champion)" in ev2["metrics"]
+
+    # a gate the challenger cannot pass blocks the export in the same run
+    monkeypatch.setenv("SPAM_GATE_MIN_F1", "0.999")
+    blocked = run_assets(instance, ["model_evaluation", "onnx_model"])
+    assert not blocked.success
+    assert check_results(blocked) == {"quality_gate": False}
+    assert "onnx_model" not in {
+        e.asset_key.to_user_string() for e in blocked.get_asset_materialization_events()
+    }
+    assert np.isfinite(scores).all()
