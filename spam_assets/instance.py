@@ -32,9 +32,31 @@ def instance_config(settings: SpamSettings) -> dict:
     }
 
 
+class InstanceConfigError(RuntimeError):
+    """The configured Dagster storage cannot be used; the message says why."""
+
+
+def check_postgres(url: str, timeout_s: int = 5) -> None:
+    """Fail fast with the server's own reason (Dagster itself retries, then only says
+    'too many retries'). The password is never echoed."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    safe = make_url(url).render_as_string(hide_password=True)
+    try:
+        psycopg2.connect(url.replace("+psycopg2", ""), connect_timeout=timeout_s).close()
+    except psycopg2.Error as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise InstanceConfigError(
+            f"SPAM_DAGSTER_POSTGRES_URL={safe}: cannot connect ({reason})"
+        ) from exc
+
+
 def prepare_dagster_home(settings: SpamSettings | None = None) -> Path:
     """Write ``dagster.yaml`` and point ``DAGSTER_HOME`` at it; returns the directory."""
     s = settings or get_settings()
+    if s.dagster_postgres_url:
+        check_postgres(s.dagster_postgres_url)
     home = s.dagster_home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(instance_config(s), sort_keys=False)

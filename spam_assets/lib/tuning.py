@@ -14,6 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+# Ray >= 2.43 notices a driver started by `uv run` (as `make` does) and re-launches every
+# worker through `uv run` with the working directory packaged; on an offline laptop that
+# fails worker start-up. Workers here share the driver's venv, so turn the hook off. Ray
+# reads this when it is first imported, hence module level, before any `import ray`.
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
 FIXED_PARAMS = {
     "objective": "binary:logistic",
     "eval_metric": ["logloss", "aucpr"],
@@ -92,11 +98,14 @@ def run_search(
     seed: int,
     storage_dir: Path,
     run_name: str,
-    mlflow_uri: str,
-    experiment: str,
-    parent_run_id: str,
+    mlflow_uri: str | None = None,
+    experiment: str | None = None,
+    parent_run_id: str | None = None,
 ) -> TuneResult:
-    """Run the search and return the best configuration (by validation PR AUC)."""
+    """Run the search and return the best configuration (by validation PR AUC).
+
+    With ``mlflow_uri`` every trial is logged as a child of ``parent_run_id``; without it
+    (benchmarks) nothing is tracked."""
     import ray
     from ray import tune
     from ray.air.integrations.mlflow import MLflowLoggerCallback
@@ -140,7 +149,9 @@ def run_search(
                         tags={"mlflow.parentRunId": parent_run_id},
                         save_artifact=False,
                     )
-                ],
+                ]
+                if mlflow_uri
+                else [],
             ),
         )
         grid = tuner.fit()

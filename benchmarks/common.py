@@ -1,0 +1,52 @@
+"""Shared benchmark plumbing: the same corpus, parse, de-dup and split code as the assets."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+from pathlib import Path
+
+import pandas as pd
+
+from spam_assets.lib.corpus_sources import read_sources
+from spam_assets.lib.splits import assign_splits, deduplicate, parse_raw_table
+from spam_serving.settings import PROJECT_ROOT, get_settings
+
+RESULTS = PROJECT_ROOT / "benchmarks" / "results"
+
+
+def raw_table() -> pd.DataFrame:
+    """The configured corpus (``make`` points it at the mirror tarball when present)."""
+    s = get_settings()
+    msgs = read_sources(list(s.corpus_sources), s.data_dir / "downloads", s.download_timeout_s)
+    return pd.DataFrame(
+        {
+            "message_id": [m.message_id for m in msgs],
+            "group": [m.group for m in msgs],
+            "label": [m.label for m in msgs],
+            "sha256": [m.sha256 for m in msgs],
+            "raw": [m.raw for m in msgs],
+        }
+    )
+
+
+def split_table(raw: pd.DataFrame) -> pd.DataFrame:
+    kept, _ = deduplicate(parse_raw_table(raw))
+    return assign_splits(kept, get_settings().validation_fraction)
+
+
+def machine() -> str:
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def write_report(kind: str, text: str) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{kind}-{dt.date.today().isoformat()}.md"
+    path.write_text(text)
+    print(text)
+    print(f"\nreport written to {path}")
+    return path

@@ -1,0 +1,57 @@
+"""The code location loads the way users and tools load it: workspace.yaml and dg."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPAM_", "DAGSTER_"))}
+    env["SPAM_HOME"] = str(home)
+    env["DAGSTER_HOME"] = str(home / "dagster")
+    (home / "dagster").mkdir(parents=True, exist_ok=True)
+    return env
+
+
+@pytest.mark.slow
+def test_workspace_yaml_loads(tmp_path):
+    proc = subprocess.run(
+        [str(BIN / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=300,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "spam_assets" in out
+
+
+@pytest.mark.slow
+def test_dg_check_defs(tmp_path):
+    proc = subprocess.run(
+        [str(BIN / "dg"), "check", "defs", "--use-active-venv"],
+        cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_definitions_object():
+    from dagster import AssetKey
+
+    from spam_assets.definitions import defs
+
+    d = defs()
+    keys = {k.to_user_string() for k in d.resolve_all_asset_keys()}
+    assert {"raw_corpus", "tuned_model", "onnx_model"} <= keys
+    graph = d.resolve_asset_graph()
+    assert graph.get(AssetKey("onnx_model")).parent_keys >= {AssetKey("model_evaluation")}
+    job = d.resolve_job_def("spam_pipeline")
+    assert job.executor_def.name == "multiprocess"
+    checks = {k.name for k in d.resolve_asset_graph().asset_check_keys}
+    assert {"quality_gate", "onnx_parity", "no_split_leakage"} <= checks
