@@ -13,11 +13,11 @@ from email.parser import BytesParser
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from benchmarks.common import machine, raw_table, split_table, write_report  # noqa: E402
-from spam_serving.featurize import Featurizer  # noqa: E402
-from spam_serving.parsing import parse_message  # noqa: E402
+from benchmarks.common import machine, raw_table, split_table, write_report
+from spam_serving.featurize import Featurizer
+from spam_serving.parsing import parse_message
 
 _TAG_RE = re.compile(r"<[^>]+>")
 _DEFAULT_PARSER = BytesParser(policy=policy.default)
@@ -79,19 +79,28 @@ def main() -> None:
     single = [parse_message(raws[i]) for i in range(200)]
     single_rate, _ = _best_rate(lambda: [featurizer.transform([m]) for m in single], 200)
     # identical outputs at training and serving time (the asset path vs a fresh parse)
-    same = np.array_equal(featurizer.transform(msgs[:500]), featurizer.transform(
-        [parse_message(r) for r in raws[:500]]
-    ))
+    same = np.array_equal(
+        featurizer.transform(msgs[:500]),
+        featurizer.transform([parse_message(r) for r in raws[:500]]),
+    )
 
-    report = f"""# Featurizer benchmark ({time.strftime('%Y-%m-%d')})
+    ours_label = (
+        "`parse_message` (compat32 + selectolax) + `Featurizer.transform` "
+        f"({featurizer.n_features} features)"
+    )
+    base_label = (
+        "`email` policy.default + HTML strip + `TfidfVectorizer.transform` "
+        f"({len(vectorizer.vocabulary_)} terms)"
+    )
+    report = f"""# Featurizer benchmark ({time.strftime("%Y-%m-%d")})
 
 Machine: {machine()}. Single process, OMP_NUM_THREADS=1, best of {REPEATS} passes over the
 same {n} real messages (the whole configured corpus), in one run.
 
 | pipeline | messages/s per core | wall per pass |
 |---|---|---|
-| **ours**: `parse_message` (compat32 + selectolax) + `Featurizer.transform` ({featurizer.n_features} features) | **{ours_rate:,.0f}** | {ours_s:.2f} s |
-| baseline: `email` policy.default + HTML strip + `TfidfVectorizer.transform` ({len(vectorizer.vocabulary_)} terms) | {base_rate:,.0f} | {base_s:.2f} s |
+| **ours**: {ours_label} | **{ours_rate:,.0f}** | {ours_s:.2f} s |
+| baseline: {base_label} | {base_rate:,.0f} | {base_s:.2f} s |
 | **ratio ours / baseline** | **{ours_rate / base_rate:.2f}x** | |
 
 Breakdown of ours: parse only {parse_rate:,.0f} msg/s; featurize only (already parsed)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from benchmarks.common import machine, raw_table, split_table, write_report
 from spam_assets.lib.metrics import FPR_POINTS, evaluate, markdown_table, threshold_for_fpr
 from spam_assets.lib.onnx_export import native_scores
@@ -71,8 +69,10 @@ def tuned(parts: dict, target_fpr: float) -> tuple[dict, float, dict]:
     featurizer.fit(msgs["train"], parts["train"]["label"].to_numpy())
     x = {k: featurizer.transform(v) for k, v in msgs.items()}
     data = {
-        "X_train": x["train"], "y_train": parts["train"]["label"].to_numpy(),
-        "X_val": x["validation"], "y_val": parts["validation"]["label"].to_numpy(),
+        "X_train": x["train"],
+        "y_train": parts["train"]["label"].to_numpy(),
+        "X_val": x["validation"],
+        "y_val": parts["validation"]["label"].to_numpy(),
     }
     result = run_search(
         data,
@@ -88,11 +88,18 @@ def tuned(parts: dict, target_fpr: float) -> tuple[dict, float, dict]:
     booster = train_booster(result.best_config, data, result.best_iteration + 1, None, 2)
     elapsed = time.perf_counter() - start
     metrics = _evaluate_scores(
-        data["y_val"], native_scores(booster, data["X_val"]), parts["test"],
-        native_scores(booster, x["test"]), target_fpr,
+        data["y_val"],
+        native_scores(booster, data["X_val"]),
+        parts["test"],
+        native_scores(booster, x["test"]),
+        target_fpr,
     )
-    info = {"n_features": featurizer.n_features, "trials": len(result.trials),
-            "config": result.best_config, "rounds": result.best_iteration + 1}
+    info = {
+        "n_features": featurizer.n_features,
+        "trials": len(result.trials),
+        "config": result.best_config,
+        "rounds": result.best_iteration + 1,
+    }
     return metrics, elapsed, info
 
 
@@ -108,30 +115,34 @@ def main() -> None:
         f"| {name} | {sec:.1f} s |"
         for name, sec in {"tuned XGBoost (ours)": ours_s, **base_s}.items()
     )
+
+    def met(value: float, op: str, goal: float) -> str:
+        return "met" if (value >= goal if op == ">=" else value <= goal) else "NOT met"
+
     verdict = "\n".join(
-        f"| {key} | {op} {goal} | {ours[key]:.4f} | {'met' if (ours[key] >= goal if op == '>=' else ours[key] <= goal) else 'NOT met'} |"
+        f"| {key} | {op} {goal} | {ours[key]:.4f} | {met(ours[key], op, goal)} |"
         for key, op, goal in TARGETS
     )
     best_base = max(base.values(), key=lambda m: m["f1"])
-    report = f"""# Quality benchmark ({time.strftime('%Y-%m-%d')})
+    report = f"""# Quality benchmark ({time.strftime("%Y-%m-%d")})
 
 Machine: {machine()}. Time split (DESIGN.md section 4): train/validation = -1 groups + older
 half of hard-ham-1, test = -2 groups + newer half of hard-ham-1, after de-duplication.
-Rows (n, spam): train {counts['train']}, validation {counts['validation']}, test {counts['test']}.
+Rows (n, spam): train {counts["train"]}, validation {counts["validation"]}, test {counts["test"]}.
 Decision threshold per model chosen on validation for ham FPR <= {s.target_ham_fpr:.1%};
 the FPR-point thresholds are chosen on validation too and the *test* FPR there is shown.
 
 {table}
 
-Training wall time (featurize + fit; ours includes {info['trials']} Ray Tune trials and the refit):
+Training wall time (featurize + fit; ours includes {info["trials"]} Ray Tune trials and the refit):
 
 | model | wall time |
 |---|---|
 {times}
 
-Tuned model: {info['n_features']} features, {info['rounds']} boosting rounds,
-config {info['config']}.
-F1 ratio ours / best baseline: {ours['f1'] / best_base['f1']:.3f}.
+Tuned model: {info["n_features"]} features, {info["rounds"]} boosting rounds,
+config {info["config"]}.
+F1 ratio ours / best baseline: {ours["f1"] / best_base["f1"]:.3f}.
 
 Targets for the tuned model:
 

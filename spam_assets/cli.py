@@ -42,9 +42,10 @@ def summary(instance: dg.DagsterInstance) -> str:
     lines = [
         "",
         "spam-mlops: pipeline summary",
-        f"  Dagster UI      make ui  ->  http://127.0.0.1:{UI_PORT}  (DAGSTER_HOME={s.dagster_home})",
+        f"  Dagster UI      make ui  ->  http://127.0.0.1:{UI_PORT}",
+        f"                  DAGSTER_HOME={s.dagster_home}",
         f"  MLflow          {s.effective_mlflow_uri}",
-        f"                  make mlflow-ui -> http://127.0.0.1:5000",
+        "                  make mlflow-ui -> http://127.0.0.1:5000",
         f"  corpus          {corpus.get('n_messages', '?')} messages, "
         f"{parsed.get('n_kept', '?')} after de-duplication",
     ]
@@ -57,7 +58,9 @@ def summary(instance: dg.DagsterInstance) -> str:
         )
     if onnx:
         lines.append(f"  ONNX bundle     {onnx.get('bundle_path')}")
-    lines.append(f"  evaluation      PR curve + tables in the UI (asset model_evaluation) and MLflow")
+    lines.append(
+        "  evaluation      PR curve + tables in the UI (asset model_evaluation) and MLflow"
+    )
     return "\n".join(lines)
 
 
@@ -80,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             print(summary(instance))
             if not result.success:
                 failed = [e.step_key for e in result.all_events if e.is_step_failure]
-                print(f"\nrun {result.run_id} FAILED at {failed}; details: make ui", file=sys.stderr)
+                print(
+                    f"\nrun {result.run_id} FAILED at {failed}; details: make ui", file=sys.stderr
+                )
                 return 1
             return 0
         print(summary(instance))

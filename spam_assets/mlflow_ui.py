@@ -13,9 +13,16 @@ def main() -> None:
     s = get_settings()
     mlflow = Path(sys.executable).with_name("mlflow")
     cmd = [
-        str(mlflow), "server", "--host", "127.0.0.1", "--port", os.environ.get("SPAM_MLFLOW_PORT", "5000"),
-        "--backend-store-uri", s.effective_mlflow_uri,
-        "--artifacts-destination", str(s.mlflow_artifact_root),
+        str(mlflow),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        os.environ.get("SPAM_MLFLOW_PORT", "5000"),
+        "--backend-store-uri",
+        s.effective_mlflow_uri,
+        "--artifacts-destination",
+        str(s.mlflow_artifact_root),
     ]
     os.execv(cmd[0], cmd)
 

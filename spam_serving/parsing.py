@@ -74,7 +74,7 @@ FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(ParsedMessage))
 
 
 def from_record(record: dict) -> ParsedMessage:
-    """Rebuild a message from a Parquet/JSON row, ignoring extra columns, mapping NaN/NaT to None."""
+    """Rebuild a message from a Parquet/JSON row (extra columns ignored, NaN/NaT -> None)."""
     kwargs = {}
     for name in FIELD_NAMES:
         if name not in record:

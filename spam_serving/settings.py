@@ -9,6 +9,7 @@ List values are JSON in the environment, e.g.
 from __future__ import annotations
 
 from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -46,7 +47,7 @@ class SpamSettings(BaseSettings):
     max_meta_features: int = 500
     min_df: int = 3
     validation_fraction: float = 0.2
-    target_ham_fpr: float = 0.005
+    target_ham_fpr: float = 0.001
     gate_min_f1: float = 0.90
     gate_max_easy_ham_fpr: float = 0.01
     gate_max_f1_regression: float = 0.0

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from corpus_subsample import SHARED_TGZ, read_mirror, stratified  # noqa: E402
+from corpus_subsample import SHARED_TGZ, read_mirror, stratified
 
 
 @pytest.fixture(scope="session")

@@ -10,18 +10,18 @@ import mailbox
 import tarfile
 import threading
 from functools import partial
-from pathlib import Path
 
 import pytest
-
 from corpus_subsample import write_apache_tarballs
+
 from spam_assets.lib.corpus_sources import CorpusError, read_sources
 
 SMALL = {"easy-ham-1": 6, "spam-2": 4}
 
 
 def _mail(i: int) -> bytes:
-    return f"From: a{i}@b.com\nSubject: m{i}\nDate: Tue, 01 Oct 2002 10:00:0{i % 10} +0000\n\nbody {i}\n".encode()
+    date = f"Tue, 01 Oct 2002 10:00:0{i % 10} +0000"
+    return f"From: a{i}@b.com\nSubject: m{i}\nDate: {date}\n\nbody {i}\n".encode()
 
 
 def test_npm_mirror_reads_exact_raw_bytes_not_json(shared_tgz, tmp_path):
@@ -31,7 +31,11 @@ def test_npm_mirror_reads_exact_raw_bytes_not_json(shared_tgz, tmp_path):
     for m in msgs:
         by_group[m.group] = by_group.get(m.group, 0) + 1
     assert by_group == {
-        "easy-ham-1": 2500, "easy-ham-2": 1400, "hard-ham-1": 250, "spam-1": 500, "spam-2": 1396,
+        "easy-ham-1": 2500,
+        "easy-ham-2": 1400,
+        "hard-ham-1": 250,
+        "spam-1": 500,
+        "spam-2": 1396,
     }
     # file names carry the md5 of the original message: the .txt bytes reproduce it
     matches = sum(hashlib.md5(m.raw).hexdigest() == m.message_id.rsplit(".", 1)[1] for m in msgs)
@@ -96,7 +100,7 @@ def test_corrupt_tarball_named(tmp_path, shared_tgz):
     good = write_apache_tarballs(tmp_path, {"spam-1": 20}, shared_tgz)[0]
     bad = tmp_path / "20030228_spam_broken.tar.bz2"
     bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(CorpusError, match="20030228_spam_broken.tar.bz2: .*(corrupt|readable)"):
+    with pytest.raises(CorpusError, match=r"20030228_spam_broken\.tar\.bz2: .*(corrupt|readable)"):
         read_sources([str(bad)], tmp_path)
     junk = tmp_path / "junk.tgz"
     junk.write_bytes(b"definitely not gzip")
@@ -116,7 +120,7 @@ def test_empty_sources_named(tmp_path):
         info = tarfile.TarInfo("README")
         info.size = 2
         t.addfile(info, io.BytesIO(b"hi"))
-    with pytest.raises(CorpusError, match="nothing.tar.bz2: source contains no messages"):
+    with pytest.raises(CorpusError, match=r"nothing\.tar\.bz2: source contains no messages"):
         read_sources([str(tar)], tmp_path)
 
 

@@ -8,9 +8,9 @@ import dagster as dg
 import psycopg2
 import pytest
 import yaml
-
 from conftest import set_sources
 from pipeline_helpers import latest_metadata, run_assets
+
 from spam_assets.instance import InstanceConfigError, prepare_dagster_home
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"

@@ -41,7 +41,9 @@ def test_bundle_roundtrip_and_corruption(trained, tmp_path):
     f, booster, x, msgs = trained
     raw = bytes(booster.save_raw("ubj"))
     onnx_bytes = to_onnx(booster_from_bytes(raw), f.n_features)
-    meta = write_bundle(tmp_path / "b", onnx_bytes, f, raw, {"model_version": "7", "threshold": 0.5})
+    meta = write_bundle(
+        tmp_path / "b", onnx_bytes, f, raw, {"model_version": "7", "threshold": 0.5}
+    )
     bundle = ModelBundle.load(tmp_path / "b")
     assert bundle.version == "7" and bundle.threshold == 0.5
     np.testing.assert_allclose(

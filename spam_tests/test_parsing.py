@@ -96,7 +96,8 @@ def test_attachment_counted_not_read():
     raw = (
         b'From: a@b.com\nContent-Type: multipart/mixed; boundary="Z"\n\n'
         b"--Z\nContent-Type: text/plain\n\nsee attached\n"
-        b'--Z\nContent-Type: application/octet-stream\nContent-Disposition: attachment; filename="a.exe"\n'
+        b"--Z\nContent-Type: application/octet-stream\n"
+        b'Content-Disposition: attachment; filename="a.exe"\n'
         b"Content-Transfer-Encoding: base64\n\nTVqQAAMAAAAEAAAA\n--Z--\n"
     )
     m = parse_message(raw)
@@ -116,7 +117,9 @@ def test_content_hash_ignores_whitespace_only_changes():
 
 def test_fields_input_goes_through_the_same_parser():
     m = message_from_fields(
-        subject="Win\nnow", body="click http://x.com", sender="p@q.net",
+        subject="Win\nnow",
+        body="click http://x.com",
+        sender="p@q.net",
         headers={"X-Mailer": "Bulk 1.0", "Subject": "ignored"},
     )
     assert m.subject == "Win now"  # header injection via newline is neutralised
@@ -126,8 +129,12 @@ def test_fields_input_goes_through_the_same_parser():
 
 @pytest.mark.parametrize(
     "host, expected",
-    [("mail.example.com", "example.com"), ("a.b.example.co.uk", "example.co.uk"),
-     ("LOCALHOST", "localhost"), ("10.0.0.1", "10.0.0.1")],
+    [
+        ("mail.example.com", "example.com"),
+        ("a.b.example.co.uk", "example.co.uk"),
+        ("LOCALHOST", "localhost"),
+        ("10.0.0.1", "10.0.0.1"),
+    ],
 )
 def test_registrable_domain(host, expected):
     assert registrable_domain(host) == expected

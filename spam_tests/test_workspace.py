@@ -25,7 +25,11 @@ def _env(home: Path) -> dict[str, str]:
 def test_workspace_yaml_loads(tmp_path):
     proc = subprocess.run(
         [str(BIN / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
@@ -36,7 +40,11 @@ def test_workspace_yaml_loads(tmp_path):
 def test_dg_check_defs(tmp_path):
     proc = subprocess.run(
         [str(BIN / "dg"), "check", "defs", "--use-active-venv"],
-        cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

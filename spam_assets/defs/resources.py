@@ -47,7 +47,7 @@ class ModelPolicy(dg.ConfigurableResource):
     max_meta_features: int = 500
     min_df: int = 3
     validation_fraction: float = 0.2
-    target_ham_fpr: float = 0.005
+    target_ham_fpr: float = 0.001
     gate_min_f1: float = 0.90
     gate_max_easy_ham_fpr: float = 0.01
     gate_max_f1_regression: float = 0.0

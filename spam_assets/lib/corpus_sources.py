@@ -94,7 +94,7 @@ def download(url: str, cache_dir: Path, timeout: float) -> Path:
 
 def _tar_messages(path: Path, explicit: str | None) -> Iterator[RawMessage]:
     try:
-        tar = tarfile.open(path, "r:*")
+        tar = tarfile.open(path, "r:*")  # noqa: SIM115 (closed in finally; open errors differ)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise CorpusError(f"{path}: not a readable tar archive ({exc})") from exc
     try:

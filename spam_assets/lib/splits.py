@@ -72,7 +72,7 @@ def assign_splits(df: pd.DataFrame, validation_fraction: float) -> pd.DataFrame:
             half = len(part) // 2
             split[part.index[half:]] = "test"
             part = part.iloc[:half]
-        n_val = int(round(len(part) * validation_fraction))
+        n_val = round(len(part) * validation_fraction)
         if n_val:
             split[part.index[len(part) - n_val :]] = "validation"
     out["split"] = split
