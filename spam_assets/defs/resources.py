@@ -41,27 +41,31 @@ class StorageResource(dg.ConfigurableResource):
 
 
 class ModelPolicy(dg.ConfigurableResource):
-    """Featurizer sizes, operating point and the quality-gate floors (DESIGN.md section 4)."""
+    """Featurizer sizes, operating point and the quality-gate floors (DESIGN.md section 4).
 
-    max_text_features: int = 3000
-    max_meta_features: int = 500
-    min_df: int = 3
-    validation_fraction: float = 0.2
-    target_ham_fpr: float = 0.001
-    gate_min_f1: float = 0.90
-    gate_max_easy_ham_fpr: float = 0.01
-    gate_max_f1_regression: float = 0.0
+    No defaults here on purpose: :func:`build_resources` fills every field from
+    :class:`SpamSettings`, the one place defaults live."""
+
+    max_text_features: int
+    max_meta_features: int
+    min_df: int
+    validation_fraction: float
+    target_ham_fpr: float
+    gate_min_f1: float
+    gate_max_easy_ham_fpr: float
+    gate_max_f1_regression: float
 
 
 class TuningResource(dg.ConfigurableResource):
-    """Ray Tune: local Ray with ``num_cpus`` by default, a cluster when ``ray_address`` is set."""
+    """Ray Tune: local Ray with ``num_cpus`` by default, a cluster when ``ray_address`` is set.
+    Filled from :class:`SpamSettings` like :class:`ModelPolicy`."""
 
-    ray_address: str | None = None
-    num_cpus: int = 2
-    num_samples: int = 8
-    max_rounds: int = 600
-    early_stopping_rounds: int = 40
-    seed: int = 42
+    ray_address: str | None
+    num_cpus: int
+    num_samples: int
+    max_rounds: int
+    early_stopping_rounds: int
+    seed: int
     storage_dir: str
 
 
