@@ -63,3 +63,60 @@ def test_definitions_object():
     assert job.executor_def.name == "multiprocess"
     checks = {k.name for k in d.resolve_asset_graph().asset_check_keys}
     assert {"quality_gate", "onnx_parity", "no_split_leakage"} <= checks
+
+
+@pytest.mark.slow
+def test_webserver_serves_the_code_location(tmp_path):
+    """A real dagster-webserver on 127.0.0.1 loads the location from workspace.yaml."""
+    import json
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            str(BIN / "dagster-webserver"),
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    query = json.dumps(
+        {
+            "query": "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
+            "locationOrLoadError { __typename } } } } }"
+        }
+    ).encode()
+    try:
+        deadline, entries = time.monotonic() + 120, []
+        while time.monotonic() < deadline:
+            try:
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/graphql",
+                    data=query,
+                    headers={"content-type": "application/json"},
+                )
+                with urllib.request.urlopen(req, timeout=5) as resp:
+                    entries = json.load(resp)["data"]["workspaceOrError"]["locationEntries"]
+                if entries and entries[0]["loadStatus"] == "LOADED":
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        assert entries, "webserver did not answer within 120 s"
+        assert entries[0]["name"] == "spam_assets"
+        assert entries[0]["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
