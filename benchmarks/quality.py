@@ -10,10 +10,11 @@ from __future__ import annotations
 import time
 
 from benchmarks.common import machine, raw_table, split_table, write_report
+from spam_assets.defs.resources import build_resources
 from spam_assets.lib.metrics import FPR_POINTS, evaluate, markdown_table, threshold_for_fpr
 from spam_assets.lib.onnx_export import native_scores
-from spam_assets.lib.tuning import run_search, train_booster
-from spam_serving.featurize import Featurizer, FeaturizerConfig
+from spam_assets.lib.tuning import train_booster
+from spam_serving.featurize import Featurizer
 from spam_serving.parsing import from_record
 from spam_serving.settings import get_settings
 
@@ -56,15 +57,9 @@ def baselines(parts: dict, target_fpr: float) -> tuple[dict, dict]:
 
 
 def tuned(parts: dict, target_fpr: float) -> tuple[dict, float, dict]:
-    s = get_settings()
+    resources = build_resources()
     start = time.perf_counter()
-    featurizer = Featurizer(
-        FeaturizerConfig(
-            max_text_features=s.max_text_features,
-            max_meta_features=s.max_meta_features,
-            min_df=s.min_df,
-        )
-    )
+    featurizer = Featurizer(resources["policy"].featurizer_config())
     msgs = {k: [from_record(r) for r in v.to_dict("records")] for k, v in parts.items()}
     featurizer.fit(msgs["train"], parts["train"]["label"].to_numpy())
     x = {k: featurizer.transform(v) for k, v in msgs.items()}
@@ -74,17 +69,7 @@ def tuned(parts: dict, target_fpr: float) -> tuple[dict, float, dict]:
         "X_val": x["validation"],
         "y_val": parts["validation"]["label"].to_numpy(),
     }
-    result = run_search(
-        data,
-        num_samples=s.tune_num_samples,
-        num_cpus=s.ray_num_cpus,
-        address=s.ray_address,
-        max_rounds=s.tune_max_rounds,
-        early_stopping=s.tune_early_stopping_rounds,
-        seed=s.seed,
-        storage_dir=s.home / "ray_results",
-        run_name="bench-quality",
-    )
+    result = resources["tuning"].search(data, "bench-quality")
     booster = train_booster(result.best_config, data, result.best_iteration + 1, None, 2)
     elapsed = time.perf_counter() - start
     metrics = _evaluate_scores(

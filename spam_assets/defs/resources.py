@@ -55,6 +55,16 @@ class ModelPolicy(dg.ConfigurableResource):
     gate_max_easy_ham_fpr: float
     gate_max_f1_regression: float
 
+    def featurizer_config(self):
+        """The featurizer's configuration (asset and quality benchmark build it the same way)."""
+        from spam_serving.featurize import FeaturizerConfig
+
+        return FeaturizerConfig(
+            max_text_features=self.max_text_features,
+            max_meta_features=self.max_meta_features,
+            min_df=self.min_df,
+        )
+
 
 class TuningResource(dg.ConfigurableResource):
     """Ray Tune: local Ray with ``num_cpus`` by default, a cluster when ``ray_address`` is set.
@@ -67,6 +77,24 @@ class TuningResource(dg.ConfigurableResource):
     early_stopping_rounds: int
     seed: int
     storage_dir: str
+
+    def search(self, data: dict, run_name: str, **tracking):
+        """Run the Ray Tune search with these settings; ``tracking`` carries the MLflow
+        arguments of :func:`spam_assets.lib.tuning.run_search` (none: untracked)."""
+        from spam_assets.lib.tuning import run_search
+
+        return run_search(
+            data,
+            num_samples=self.num_samples,
+            num_cpus=self.num_cpus,
+            address=self.ray_address,
+            max_rounds=self.max_rounds,
+            early_stopping=self.early_stopping_rounds,
+            seed=self.seed,
+            storage_dir=Path(self.storage_dir),
+            run_name=run_name,
+            **tracking,
+        )
 
 
 class MlflowRegistry(dg.ConfigurableResource):

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from spam_assets.defs.resources import ModelPolicy
-from spam_serving.featurize import Featurizer, FeaturizerConfig
+from spam_serving.featurize import Featurizer
 from spam_serving.parsing import from_record
 
 
@@ -22,13 +22,9 @@ def messages_of(df: pd.DataFrame) -> list:
 )
 def feature_pipeline(dataset_splits: pd.DataFrame, policy: ModelPolicy) -> dg.Output[Featurizer]:
     train = dataset_splits[dataset_splits["split"] == "train"]
-    featurizer = Featurizer(
-        FeaturizerConfig(
-            max_text_features=policy.max_text_features,
-            max_meta_features=policy.max_meta_features,
-            min_df=policy.min_df,
-        )
-    ).fit(messages_of(train), train["label"].to_numpy())
+    featurizer = Featurizer(policy.featurizer_config()).fit(
+        messages_of(train), train["label"].to_numpy()
+    )
     names = featurizer.feature_names
     return dg.Output(
         featurizer,

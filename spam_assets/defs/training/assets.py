@@ -21,7 +21,7 @@ from spam_assets.lib.metrics import (
     threshold_for_fpr,
 )
 from spam_assets.lib.onnx_export import booster_from_bytes, native_scores
-from spam_assets.lib.tuning import run_search, train_booster
+from spam_assets.lib.tuning import train_booster
 from spam_serving.model_bundle import ModelBundle
 
 CHALLENGER = "challenger"
@@ -66,16 +66,9 @@ def tuned_model(
     data = _tune_data(feature_matrices)
     started = time.perf_counter()
     try:
-        result = run_search(
+        result = tuning.search(
             data,
-            num_samples=tuning.num_samples,
-            num_cpus=tuning.num_cpus,
-            address=tuning.ray_address,
-            max_rounds=tuning.max_rounds,
-            early_stopping=tuning.early_stopping_rounds,
-            seed=tuning.seed,
-            storage_dir=Path(tuning.storage_dir),
-            run_name=f"tune-{context.run.run_id[:8]}",
+            f"tune-{context.run.run_id[:8]}",
             mlflow_uri=registry.tracking_uri,
             experiment=registry.experiment,
             parent_run_id=parent_id,
@@ -94,10 +87,9 @@ def tuned_model(
     fpr_thresholds = {f: threshold_for_fpr(y_val, val_scores, f) for f in FPR_POINTS}
     raw_model = bytes(booster.save_raw("ubj"))
 
-    params = {k: v for k, v in result.best_config.items()}
     mlf.log_params(
         {
-            **params,
+            **result.best_config,
             "num_boost_round": rounds,
             "n_features": feature_pipeline.n_features,
             "target_ham_fpr": policy.target_ham_fpr,
@@ -223,7 +215,7 @@ def model_evaluation(
 
     client = registry.client()
     for key, value in metrics.items():
-        if isinstance(value, int | float) and value is not None:
+        if isinstance(value, int | float):
             client.log_metric(tuned_model["run_id"], f"test_{key}", float(value))
     table = {f"v{tuned_model['model_version']} (challenger)": metrics}
     if champion is not None:
