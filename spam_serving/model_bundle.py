@@ -15,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from spam_serving.explain import TreeExplainer
 from spam_serving.featurize import Featurizer
 from spam_serving.parsing import ParsedMessage
 
 ONNX_FILE = "model.onnx"
 FEATURIZER_FILE = "featurizer.json"
 NATIVE_FILE = "model.ubj"
+EXPLAINER_FILE = "explainer.npz"
 META_FILE = "bundle.json"
 
 
@@ -40,6 +42,7 @@ class ModelBundle:
     meta: dict
     featurizer: Featurizer
     session: object
+    explainer: TreeExplainer | None = None
 
     @property
     def version(self) -> str:
@@ -65,13 +68,21 @@ class ModelBundle:
         featurizer = Featurizer.from_json((path / FEATURIZER_FILE).read_text())
         if featurizer.state_hash != meta["featurizer_hash"]:
             raise ValueError(f"{path / FEATURIZER_FILE}: featurizer hash mismatch; bundle corrupt")
+        explainer = None
+        if "explainer_sha256" in meta:
+            explainer_path = path / EXPLAINER_FILE
+            if sha256_file(explainer_path) != meta["explainer_sha256"]:
+                raise ValueError(f"{explainer_path}: sha256 does not match {META_FILE}")
+            explainer = TreeExplainer.load(explainer_path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = intra_op_threads
         opts.inter_op_num_threads = 1
         session = ort.InferenceSession(
             str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"]
         )
-        return cls(path=path, meta=meta, featurizer=featurizer, session=session)
+        return cls(
+            path=path, meta=meta, featurizer=featurizer, session=session, explainer=explainer
+        )
 
     def predict_matrix(self, x: np.ndarray) -> np.ndarray:
         """Spam probability for already-featurized rows."""
@@ -89,14 +100,24 @@ def write_bundle(
     featurizer: Featurizer,
     native_model: bytes,
     meta: dict,
+    explainer: TreeExplainer | None = None,
 ) -> dict:
-    """Write a bundle atomically enough for a single writer: files first, metadata last."""
+    """Write a bundle atomically enough for a single writer: files first, metadata last.
+
+    ``explainer`` (built from the same booster) lets the service explain predictions without
+    importing xgboost; bundles written without one still serve, with no explanations.
+    """
     path.mkdir(parents=True, exist_ok=True)
     (path / ONNX_FILE).write_bytes(onnx_bytes)
     (path / FEATURIZER_FILE).write_text(featurizer.to_json())
     (path / NATIVE_FILE).write_bytes(native_model)
+    extra = {}
+    if explainer is not None:
+        explainer.save(path / EXPLAINER_FILE)
+        extra["explainer_sha256"] = sha256_file(path / EXPLAINER_FILE)
     full = {
         **meta,
+        **extra,
         "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
         "featurizer_hash": featurizer.state_hash,
         "n_features": featurizer.n_features,

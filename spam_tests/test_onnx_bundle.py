@@ -55,3 +55,39 @@ def test_bundle_roundtrip_and_corruption(trained, tmp_path):
         ModelBundle.load(tmp_path / "b")
     with pytest.raises(FileNotFoundError, match="no model bundle"):
         ModelBundle.load(tmp_path / "nothing")
+
+
+def test_explainer_matches_xgboost_approx_contribs(trained, tmp_path):
+    """Our numpy Saabas attributions equal XGBoost's own and sum to the ONNX margin."""
+    import xgboost as xgb
+
+    from spam_serving.explain import TreeExplainer
+
+    f, booster, x, msgs = trained
+    explainer = TreeExplainer.from_xgboost_json(booster.save_raw("json"))
+    rows = x[:25]
+    ours = explainer.contributions(rows)
+    ref = booster.predict(xgb.DMatrix(rows), pred_contribs=True, approx_contribs=True)
+    np.testing.assert_allclose(ours, ref[:, :-1], atol=1e-5)
+    np.testing.assert_allclose(explainer.bias, ref[0, -1], atol=1e-5)
+
+    raw = bytes(booster.save_raw("ubj"))
+    write_bundle(
+        tmp_path / "b",
+        to_onnx(booster_from_bytes(raw), f.n_features),
+        f,
+        raw,
+        {"model_version": "1", "threshold": 0.5},
+        explainer=explainer,
+    )
+    bundle = ModelBundle.load(tmp_path / "b")
+    p = bundle.predict_proba(msgs[:25])
+    margin = np.log(p / (1 - p))
+    # ONNX scores in float32: margins near +-8 carry ~1e-4 absolute error
+    np.testing.assert_allclose(
+        bundle.explainer.bias + ours.sum(axis=1), margin, rtol=1e-4, atol=1e-4
+    )
+    top = bundle.explainer.top_features(rows[:1], f.feature_names, 3)[0]
+    assert len(top) == 3
+    assert abs(top[0]["contribution"]) >= abs(top[1]["contribution"]) >= abs(top[2]["contribution"])
+    assert top[0]["feature"] in f.feature_names

@@ -4,6 +4,7 @@ import dagster as dg
 
 from spam_assets.defs.resources import MlflowRegistry, StorageResource
 from spam_assets.lib.onnx_export import booster_from_bytes, to_onnx
+from spam_serving.explain import TreeExplainer
 from spam_serving.featurize import Featurizer
 from spam_serving.model_bundle import write_bundle
 
@@ -51,6 +52,7 @@ def onnx_model(
                 k: v for k, v in model_evaluation["metrics"].items() if not isinstance(v, dict)
             },
         },
+        explainer=TreeExplainer.from_xgboost_json(booster.save_raw("json")),
     )
     client = registry.client()
     client.log_artifacts(tuned_model["run_id"], str(path), "bundle")
