@@ -16,10 +16,11 @@ export SPAM_CORPUS_SOURCES := ["$(SHARED_TGZ)"]
 endif
 endif
 
-.PHONY: help bootstrap install run ui mlflow-ui test test-fast lint format bench bench-quality bench-featurize clean
+.PHONY: help bootstrap install run ui mlflow-ui serve serve-stop test test-fast lint format bench bench-quality bench-featurize bench-serving clean
 
 help:
-	@echo "make run | test | test-fast | ui | mlflow-ui | lint | format | bench | bench-quality | bench-featurize | clean"
+	@echo "make run | test | test-fast | ui | mlflow-ui | serve | serve-stop | lint | format"
+	@echo "make bench | bench-quality | bench-featurize | bench-serving | clean"
 
 bootstrap:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 \
@@ -37,6 +38,12 @@ ui: install
 mlflow-ui: install
 	$(RUN) python -m spam_assets.mlflow_ui
 
+serve: install
+	$(RUN) python -m spam_assets.cli serve
+
+serve-stop: install
+	$(RUN) python -m spam_assets.cli serve-stop
+
 test: install
 	$(RUN) pytest
 
@@ -51,7 +58,7 @@ format: install
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
-bench: bench-featurize bench-quality
+bench: bench-featurize bench-quality bench-serving
 
 bench-quality: install
 	$(RUN) python -m benchmarks.quality
@@ -59,5 +66,9 @@ bench-quality: install
 bench-featurize: install
 	$(RUN) python -m benchmarks.featurize
 
+bench-serving: install
+	$(RUN) python -m benchmarks.serving
+
 clean:
+	-@test -d .venv && $(RUN) python -m spam_assets.cli serve-stop
 	rm -rf .spam_home .pytest_cache .ruff_cache

@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 
 from spam_assets.instance import prepare_dagster_home
+from spam_assets.lib.local_server import try_it_command
 from spam_serving.settings import PROJECT_ROOT, get_settings
 
 UI_PORT = int(os.environ.get("SPAM_UI_PORT", "3000"))
@@ -61,17 +62,55 @@ def summary(instance: dg.DagsterInstance) -> str:
     lines.append(
         "  evaluation      PR curve + tables in the UI (asset model_evaluation) and MLflow"
     )
+    deployed = _latest(instance, "local_deployment")
+    if deployed:
+        lines += [
+            f"  endpoint        {deployed.get('url')}  (model v{deployed.get('model_version')}, "
+            f"pid {deployed.get('pid')}, {deployed.get('mode')}; stop: make serve-stop)",
+            f"                  API keys in {deployed.get('api_keys_file')}",
+            "  try it          "
+            + try_it_command(str(deployed.get("url")), str(deployed.get("api_keys_file"))),
+            f"  inference log   {s.inference_log_dir} (Parquet, hourly partitions)",
+            f"  metrics         {deployed.get('url')}/metrics   docs: {deployed.get('url')}/",
+        ]
     return "\n".join(lines)
+
+
+def _serve(command: str) -> int:
+    """``serve``: the service from source in the foreground (what ``make serve`` runs);
+    ``serve-stop``: stop the server the ``local_deployment`` asset started."""
+    from spam_assets.defs.deployment.assets import local_state
+    from spam_assets.defs.resources import build_resources
+    from spam_assets.lib.local_server import stop_server
+
+    serving = build_resources()["serving"]
+    if command == "serve-stop":
+        state = local_state(serving.state_dir)
+        if not state:
+            print("no local deployment recorded")
+            return 0
+        stop_server(state["pid"])
+        print(f"stopped server pid {state['pid']} on {state['url']}")
+        return 0
+    serving.ensure_api_key()
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    cmd = [bentoml, "serve", "spam_serving.service:SpamClassifier", "--host", serving.host,
+           "--port", str(serving.port)]
+    os.chdir(PROJECT_ROOT)
+    os.execve(cmd[0], cmd, serving.process_env())
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="spam_assets.cli")
-    parser.add_argument("command", choices=("run", "ui", "summary", "home"))
+    parser.add_argument("command", choices=("run", "ui", "summary", "home", "serve", "serve-stop"))
     args = parser.parse_args(argv)
     home = prepare_dagster_home()
     if args.command == "home":
         print(home)
         return 0
+    if args.command in ("serve", "serve-stop"):
+        return _serve(args.command)
     if args.command == "ui":
         os.chdir(PROJECT_ROOT)
         dagster = Path(sys.executable).with_name("dagster")

@@ -72,6 +72,54 @@ class SpamSettings(BaseSettings):
         None, description="postgresql://... for Dagster run/event/schedule storage."
     )
 
+    # serving (the BentoML service and the local deployment)
+    serve_host: str = "127.0.0.1"
+    serve_port: int = Field(3100, description="Port of the local Bento deployment.")
+    serve_workers: int = Field(2, description="Service worker processes (one per core).")
+    serve_access_log: bool = Field(False, description="Per-request access log (costs CPU).")
+    api_keys: list[str] = Field(
+        default_factory=list, description="Accepted API keys (JSON list); see api_keys_file."
+    )
+    api_keys_file: Path | None = Field(
+        None, description="File with one API key per line (a mounted Kubernetes secret)."
+    )
+    max_request_bytes: int = Field(5_000_000, description="Body limit for /predict* (413).")
+    max_async_request_bytes: int = Field(50_000_000, description="Body limit for async jobs.")
+    predict_batch_limit: int = Field(100, description="Messages per /predict_batch (422).")
+    async_batch_limit: int = Field(10_000, description="Messages per async job (422).")
+    batch_max_latency_ms: int = Field(20, description="Adaptive batching latency budget.")
+    batch_max_size: int = Field(128, description="Adaptive batching: rows per model call.")
+    explain_top_k: int = 5
+    model_poll_interval_s: float = Field(1.0, description="How often the alias file is read.")
+    serve_model_tag: str | None = Field(
+        None, description="BentoML model tag served when no alias file exists (set in a Bento)."
+    )
+    log_flush_rows: int = Field(2000, description="Inference log: rows per Parquet file.")
+    log_flush_s: float = Field(5.0, description="Inference log: max seconds before a flush.")
+    log_queue_size: int = Field(100_000, description="Inference log: rows queued, then drop.")
+    log_messages: bool = Field(True, description="Keep parsed messages in the log (retraining).")
+
+    @property
+    def serving_dir(self) -> Path:
+        """Alias file, API key file and the serving pid/state of the local deployment."""
+        return self.home / "serving"
+
+    @property
+    def alias_file(self) -> Path:
+        return self.serving_dir / "aliases.json"
+
+    @property
+    def default_api_keys_file(self) -> Path:
+        return self.serving_dir / "api_keys"
+
+    @property
+    def inference_log_dir(self) -> Path:
+        return self.home / "inference_log"
+
+    @property
+    def bentoml_home(self) -> Path:
+        return self.home / "bentoml"
+
     @property
     def data_dir(self) -> Path:
         return self.home / "data"

@@ -115,6 +115,56 @@ class MlflowRegistry(dg.ConfigurableResource):
         return ensure_experiment(self.tracking_uri, self.experiment, self.artifact_location)
 
 
+class ServingResource(dg.ConfigurableResource):
+    """Where and how the local Bento deployment runs; filled from :class:`SpamSettings`."""
+
+    spam_home: str
+    bentoml_home: str
+    host: str
+    port: int
+    workers: int
+    api_keys_file: str
+    startup_timeout_s: float = 120.0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.spam_home) / "serving"
+
+    @property
+    def alias_file(self) -> Path:
+        return self.state_dir / "aliases.json"
+
+    def ensure_api_key(self) -> str:
+        """The first key of the key file, creating the file (mode 600) on first use."""
+        import secrets
+
+        path = Path(self.api_keys_file)
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                if line.strip() and not line.startswith("#"):
+                    return line.strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(32)
+        path.write_text(f"# API keys of the local deployment, one per line\n{key}\n")
+        path.chmod(0o600)
+        return key
+
+    def process_env(self) -> dict[str, str]:
+        """Environment of the ``bentoml serve`` process and of the build helper."""
+        return {
+            **os.environ,
+            "SPAM_HOME": self.spam_home,
+            "BENTOML_HOME": self.bentoml_home,
+            "SPAM_API_KEYS_FILE": self.api_keys_file,
+            "SPAM_SERVE_WORKERS": str(self.workers),
+            "BENTOML_DO_NOT_TRACK": "true",
+        }
+
+
 def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None) -> str:
     """Create the experiment with an explicit artifact root (SQLite's default is ``./mlruns``)."""
     import mlflow
@@ -248,6 +298,14 @@ def build_resources(settings: SpamSettings | None = None) -> dict[str, object]:
             experiment=s.mlflow_experiment,
             model_name=s.registered_model_name,
             artifact_location=artifacts,
+        ),
+        "serving": ServingResource(
+            spam_home=str(s.home),
+            bentoml_home=str(s.bentoml_home),
+            host=s.serve_host,
+            port=s.serve_port,
+            workers=s.serve_workers,
+            api_keys_file=str(s.api_keys_file or s.default_api_keys_file),
         ),
     }
 

@@ -1,0 +1,173 @@
+"""A ``bentoml serve`` process on 127.0.0.1: start, wait for readiness, smoke-test, stop.
+
+Used by the ``local_deployment`` asset, the serving tests and the serving benchmark, so all
+three exercise the same real process. The server runs in its own session (process group), so
+it outlives the Dagster step that started it and can be stopped as a group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+SMOKE_MESSAGE = {
+    "subject": "Meeting notes for Thursday",
+    "body": "Hi all, the notes from today's meeting are attached. See you on Thursday.",
+    "sender": "alice@example.org",
+}
+
+
+def try_it_command(url: str, api_keys_file: str) -> str:
+    """A curl line for the README/CLI that reads the key from its file (never printed)."""
+    return (
+        f"curl -s {url}/predict -H \"X-API-Key: $(grep -v '^#' {api_keys_file} | head -1)\" "
+        "-H 'Content-Type: application/json' "
+        '-d \'{"subject": "WIN CASH NOW", "body": "Click http://example.biz"}\''
+    )
+
+
+class ServerError(RuntimeError):
+    """The server did not start, did not become ready, or failed its smoke test."""
+
+
+@dataclass
+class ServerProcess:
+    pid: int
+    url: str
+    log_path: Path
+
+    def alive(self) -> bool:
+        return pid_alive(self.pid)
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child still answers kill(0); reap it if it is ours
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def start_server(
+    target: str, host: str, port: int, env: dict[str, str], log_path: Path, cwd: Path | None = None
+) -> ServerProcess:
+    """Spawn ``bentoml serve TARGET`` (a Bento tag or ``module:Service``)."""
+    if port_in_use(host, port):
+        raise ServerError(f"port {host}:{port} is already in use by another process")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [bentoml, "serve", target, "--host", host, "--port", str(port)],
+            env=env,
+            cwd=str(cwd) if cwd else None,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return ServerProcess(pid=proc.pid, url=f"http://{host}:{port}", log_path=log_path)
+
+
+def wait_ready(server: ServerProcess, timeout_s: float) -> float:
+    """Seconds until ``/readyz`` answered 200; raises with the log tail otherwise."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout_s:
+        if not server.alive():
+            raise ServerError(f"server exited during start-up:\n{server.log_tail()}")
+        try:
+            if requests.get(f"{server.url}/readyz", timeout=1).status_code == 200:
+                return time.perf_counter() - start
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise ServerError(f"server not ready after {timeout_s:.0f}s:\n{server.log_tail()}")
+
+
+def smoke_test(url: str, api_key: str, expect_version: str, environment: str) -> dict:
+    """One real prediction; the answer must come from ``expect_version``."""
+    resp = requests.post(
+        f"{url}/predict",
+        json=SMOKE_MESSAGE,
+        headers={"X-API-Key": api_key, "X-Environment": environment},
+        timeout=30,
+    )
+    if resp.status_code != 200:
+        raise ServerError(f"smoke prediction ({environment}): HTTP {resp.status_code} {resp.text}")
+    body = resp.json()
+    if body.get("model_version") != str(expect_version):
+        raise ServerError(
+            f"smoke prediction ({environment}) answered by model v{body.get('model_version')}, "
+            f"expected v{expect_version}"
+        )
+    if body.get("label") not in ("spam", "ham"):
+        raise ServerError(f"smoke prediction ({environment}): bad answer {json.dumps(body)}")
+    return body
+
+
+def wait_for_version(
+    url: str, api_key: str, version: str, environment: str, timeout_s: float = 30.0
+) -> dict:
+    """After an alias move: until every worker answers with ``version`` (hot reload)."""
+    deadline = time.monotonic() + timeout_s
+    seen = 0
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            body = smoke_test(url, api_key, version, environment)
+            seen += 1
+            if seen >= 8:  # several answers in a row: every worker has swapped
+                return body
+            continue
+        except (ServerError, requests.RequestException) as exc:
+            last, seen = exc, 0
+        time.sleep(0.2)
+    raise ServerError(f"model v{version} not served after {timeout_s:.0f}s: {last}")
+
+
+def stop_server(pid: int, timeout_s: float = 20.0) -> None:
+    """SIGTERM the server's process group (graceful), SIGKILL after ``timeout_s``."""
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)

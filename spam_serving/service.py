@@ -1,0 +1,275 @@
+"""The BentoML service: ``/predict``, ``/predict_batch``, async jobs, ``/feedback``.
+
+Run it with ``bentoml serve spam_serving.service:SpamClassifier`` (``make serve``) or through
+the ``local_deployment`` asset. It serves the bundle that the alias file maps to ``champion``
+(``X-Environment: production``, the default) and ``challenger`` (``staging``); see
+``live_models`` for batching and hot reload, ``gateway`` for auth and request limits, and
+``inference_log`` for the prediction log that monitoring reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import bentoml
+import numpy as np
+from pydantic import ValidationError
+from starlette.responses import JSONResponse
+
+from spam_serving import metrics
+from spam_serving.gateway import ENVIRONMENTS, GatewayMiddleware, environment_of, load_api_keys
+from spam_serving.inference_log import FEEDBACK, PREDICTIONS, ParquetLogWriter
+from spam_serving.live_models import LiveModel, ModelRouter, Overloaded
+from spam_serving.parsing import ParsedMessage
+from spam_serving.schemas import BatchIn, FeedbackIn, MessageIn
+from spam_serving.settings import get_settings
+
+logger = logging.getLogger(__name__)
+SETTINGS = get_settings()
+ASYNC_CHUNK = 100
+
+
+def _error(status: int, reason: str) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=status)
+
+
+@bentoml.service(
+    name="spam_classifier",
+    workers=SETTINGS.serve_workers,
+    traffic={"timeout": 30, "max_concurrency": 1024},
+    logging={"access": {"enabled": SETTINGS.serve_access_log}},
+)
+class SpamClassifier:
+    """Spam classifier over the ONNX bundle of the model each alias points to."""
+
+    def __init__(self) -> None:
+        s = get_settings()
+        self.settings = s
+        self.router = ModelRouter(
+            alias_file=s.alias_file,
+            fallback_tag=s.serve_model_tag,
+            max_latency_ms=s.batch_max_latency_ms,
+            max_batch_size=s.batch_max_size,
+            poll_interval_s=s.model_poll_interval_s,
+        )
+        self.router.refresh()
+        self.logs = {
+            stream: ParquetLogWriter(
+                s.inference_log_dir,
+                stream,
+                flush_rows=s.log_flush_rows,
+                flush_s=s.log_flush_s,
+                max_queue=s.log_queue_size,
+            )
+            for stream in (PREDICTIONS, FEEDBACK)
+        }
+        self._watcher: asyncio.Task | None = None
+
+    def __is_ready__(self) -> bool:
+        """Ready only when both aliases have a loaded model."""
+        return self.router.ready
+
+    @bentoml.on_startup
+    async def _start_watching(self) -> None:
+        self._watcher = asyncio.get_running_loop().create_task(self.router.watch())
+
+    @bentoml.on_shutdown
+    def _flush_logs(self) -> None:
+        for writer in self.logs.values():
+            writer.close()
+
+    # ------------------------------------------------------------------ endpoints
+    @bentoml.api(route="/predict", input_spec=MessageIn)
+    async def predict(self, ctx: bentoml.Context, **message: Any) -> dict:
+        """One message (JSON fields, ``raw``/``raw_base64``, or a message/rfc822 body)."""
+        msg = MessageIn.model_construct(**message)
+        env, live = self._route(ctx)
+        if live is None:
+            return self._not_ready()
+        try:
+            results = await self._predict(live, env, [msg], "predict", inline=True)
+        except Overloaded as exc:
+            return _error(503, str(exc))
+        return results[0]
+
+    @bentoml.api(route="/predict_batch", input_spec=BatchIn)
+    async def predict_batch(self, ctx: bentoml.Context, messages: list[MessageIn]) -> dict:
+        """Up to ``predict_batch_limit`` messages, answered together."""
+        limit = self.settings.predict_batch_limit
+        if len(messages) > limit:
+            return _error(422, f"{len(messages)} messages; at most {limit} per /predict_batch")
+        env, live = self._route(ctx)
+        if live is None:
+            return self._not_ready()
+        try:
+            results = await self._predict(live, env, messages, "predict_batch", inline=False)
+        except Overloaded as exc:
+            return _error(503, str(exc))
+        return {"model_version": live.version, "environment": env, "predictions": results}
+
+    @bentoml.task(route="/predict_async")
+    async def predict_async(self, ctx: bentoml.Context, messages: list[Any]) -> dict:
+        """Large jobs: ``/predict_async/submit`` -> task id; ``/status`` and ``/get`` to poll.
+
+        Each message is validated and scored on its own, so one bad message is reported in its
+        result slot and the rest of the job still completes.
+        """
+        limit = self.settings.async_batch_limit
+        if len(messages) > limit:
+            return _error(422, f"{len(messages)} messages; at most {limit} per async job")
+        env, live = self._route(ctx)
+        if live is None:
+            return self._not_ready()
+        results: list[dict] = []
+        for start in range(0, len(messages), ASYNC_CHUNK):
+            chunk = messages[start : start + ASYNC_CHUNK]
+            valid: list[tuple[int, MessageIn]] = []
+            for i, item in enumerate(chunk, start=start):
+                try:
+                    valid.append((i, MessageIn.model_validate(item)))
+                except ValidationError as exc:
+                    reason = "; ".join(
+                        f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['msg']}"
+                        for e in exc.errors(include_input=False, include_url=False)
+                    )
+                    results.append({"index": i, "error": reason})
+            if not valid:
+                continue
+            while True:
+                try:
+                    scored = await self._predict(
+                        live, env, [m for _, m in valid], "predict_async", inline=False
+                    )
+                    break
+                except Overloaded:  # a background job waits instead of failing
+                    await asyncio.sleep(0.05)
+            results.extend({"index": i, **r} for (i, _), r in zip(valid, scored, strict=True))
+        results.sort(key=lambda r: r["index"])
+        failed = sum("error" in r for r in results)
+        return {
+            "model_version": live.version,
+            "environment": env,
+            "n_messages": len(messages),
+            "n_failed": failed,
+            "results": results,
+        }
+
+    @bentoml.api(route="/feedback", input_spec=FeedbackIn)
+    async def feedback(
+        self, ctx: bentoml.Context, prediction_id: str, label: str, comment: str | None = None
+    ) -> dict:
+        """Record the true label of a prediction for monitoring and retraining."""
+        env = environment_of(ctx.request.headers.raw) or "production"
+        record = {
+            "ts": datetime.now(UTC),
+            "prediction_id": prediction_id,
+            "label": label,
+            "comment": comment,
+            "environment": env,
+        }
+        if not self.logs[FEEDBACK].append(record):
+            metrics.LOG_DROPPED.labels(FEEDBACK).inc()
+            return _error(503, "feedback queue full; retry later")
+        metrics.FEEDBACK.labels(label).inc()
+        return {"status": "recorded", "prediction_id": prediction_id, "label": label}
+
+    # ------------------------------------------------------------------ internals
+    def _route(self, ctx: bentoml.Context) -> tuple[str, LiveModel | None]:
+        env = environment_of(ctx.request.headers.raw) or "production"
+        return env, self.router.models.get(ENVIRONMENTS[env])
+
+    def _not_ready(self) -> JSONResponse:
+        reason = "model not loaded yet"
+        if self.router.last_error:
+            reason += f" ({self.router.last_error})"
+        return _error(503, reason)
+
+    async def _predict(
+        self, live: LiveModel, env: str, messages: list[MessageIn], endpoint: str, inline: bool
+    ) -> list[dict]:
+        start = time.perf_counter()
+        if inline:
+            parsed, x = _featurize(live, messages)
+        else:
+            parsed, x = await anyio.to_thread.run_sync(_featurize, live, messages)
+        scores = await live.score(x)
+        explain_rows = [i for i, m in enumerate(messages) if m.explain]
+        tops = live.explain(x[explain_rows], self.settings.explain_top_k) if explain_rows else []
+        top_by_row = dict(zip(explain_rows, tops, strict=True))
+        latency = time.perf_counter() - start
+        threshold = live.threshold
+        now = datetime.now(UTC)
+        results = []
+        for i, (msg, score) in enumerate(zip(parsed, scores, strict=True)):
+            label = "spam" if score >= threshold else "ham"
+            pid = uuid.uuid4().hex
+            result = {
+                "prediction_id": pid,
+                "label": label,
+                "spam_probability": float(score),
+                "threshold": threshold,
+                "model_version": live.version,
+                "environment": env,
+                "top_features": top_by_row.get(i, []),
+            }
+            if msg.parse_error:
+                result["parse_warning"] = msg.parse_error
+            results.append(result)
+            metrics.PREDICTIONS.labels(label, live.version, env).inc()
+            metrics.SPAM_PROBABILITY.labels(live.version).observe(float(score))
+            self._log(now, pid, endpoint, env, live, msg, x[i], float(score), label, latency)
+        metrics.LATENCY.labels(endpoint, live.version).observe(latency)
+        return results
+
+    def _log(
+        self,
+        now: datetime,
+        pid: str,
+        endpoint: str,
+        env: str,
+        live: LiveModel,
+        msg: ParsedMessage,
+        row: np.ndarray,
+        score: float,
+        label: str,
+        latency: float,
+    ) -> None:
+        record = {
+            "ts": now,
+            "prediction_id": pid,
+            "endpoint": endpoint,
+            "environment": env,
+            "model_version": live.version,
+            "score": score,
+            "label": label,
+            "threshold": live.threshold,
+            "latency_ms": latency * 1000.0,
+            "parse_error": msg.parse_error,
+            **dict(zip(live.numeric_names, row[: len(live.numeric_names)].tolist(), strict=True)),
+        }
+        if self.settings.log_messages:
+            record["message"] = json.dumps(msg.to_record(), default=str)
+        if not self.logs[PREDICTIONS].append(record):
+            metrics.LOG_DROPPED.labels(PREDICTIONS).inc()
+
+
+def _featurize(live: LiveModel, messages: list[MessageIn]) -> tuple[list[ParsedMessage], Any]:
+    parsed = [m.parse() for m in messages]
+    return parsed, live.bundle.featurizer.transform(parsed)
+
+
+SpamClassifier.add_asgi_middleware(
+    GatewayMiddleware,
+    api_keys=load_api_keys(
+        SETTINGS.api_keys, SETTINGS.api_keys_file or SETTINGS.default_api_keys_file
+    ),
+    max_request_bytes=SETTINGS.max_request_bytes,
+    max_async_request_bytes=SETTINGS.max_async_request_bytes,
+)
