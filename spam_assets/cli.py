@@ -94,8 +94,15 @@ def _serve(command: str) -> int:
         return 0
     serving.ensure_api_key()
     bentoml = str(Path(sys.executable).with_name("bentoml"))
-    cmd = [bentoml, "serve", "spam_serving.service:SpamClassifier", "--host", serving.host,
-           "--port", str(serving.port)]
+    cmd = [
+        bentoml,
+        "serve",
+        "spam_serving.service:SpamClassifier",
+        "--host",
+        serving.host,
+        "--port",
+        str(serving.port),
+    ]
     os.chdir(PROJECT_ROOT)
     os.execve(cmd[0], cmd, serving.process_env())
     return 0

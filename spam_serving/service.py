@@ -21,7 +21,6 @@ import anyio
 import bentoml
 import numpy as np
 from pydantic import ValidationError
-from starlette.responses import JSONResponse
 
 from spam_serving import metrics
 from spam_serving.gateway import ENVIRONMENTS, GatewayMiddleware, environment_of, load_api_keys
@@ -36,8 +35,10 @@ SETTINGS = get_settings()
 ASYNC_CHUNK = 100
 
 
-def _error(status: int, reason: str) -> JSONResponse:
-    return JSONResponse({"error": reason}, status_code=status)
+def _fail(ctx: bentoml.Context, status: int, reason: str) -> dict:
+    """A JSON error body; the status goes through ``ctx`` (BentoML applies it last)."""
+    ctx.response.status_code = status
+    return {"error": reason}
 
 
 @bentoml.service(
@@ -92,11 +93,11 @@ class SpamClassifier:
         msg = MessageIn.model_construct(**message)
         env, live = self._route(ctx)
         if live is None:
-            return self._not_ready()
+            return self._not_ready(ctx)
         try:
             results = await self._predict(live, env, [msg], "predict", inline=True)
         except Overloaded as exc:
-            return _error(503, str(exc))
+            return _fail(ctx, 503, str(exc))
         return results[0]
 
     @bentoml.api(route="/predict_batch", input_spec=BatchIn)
@@ -104,14 +105,14 @@ class SpamClassifier:
         """Up to ``predict_batch_limit`` messages, answered together."""
         limit = self.settings.predict_batch_limit
         if len(messages) > limit:
-            return _error(422, f"{len(messages)} messages; at most {limit} per /predict_batch")
+            return _fail(ctx, 422, f"{len(messages)} messages; at most {limit} per /predict_batch")
         env, live = self._route(ctx)
         if live is None:
-            return self._not_ready()
+            return self._not_ready(ctx)
         try:
             results = await self._predict(live, env, messages, "predict_batch", inline=False)
         except Overloaded as exc:
-            return _error(503, str(exc))
+            return _fail(ctx, 503, str(exc))
         return {"model_version": live.version, "environment": env, "predictions": results}
 
     @bentoml.task(route="/predict_async")
@@ -123,10 +124,10 @@ class SpamClassifier:
         """
         limit = self.settings.async_batch_limit
         if len(messages) > limit:
-            return _error(422, f"{len(messages)} messages; at most {limit} per async job")
+            return _fail(ctx, 422, f"{len(messages)} messages; at most {limit} per async job")
         env, live = self._route(ctx)
         if live is None:
-            return self._not_ready()
+            return self._not_ready(ctx)
         results: list[dict] = []
         for start in range(0, len(messages), ASYNC_CHUNK):
             chunk = messages[start : start + ASYNC_CHUNK]
@@ -176,7 +177,7 @@ class SpamClassifier:
         }
         if not self.logs[FEEDBACK].append(record):
             metrics.LOG_DROPPED.labels(FEEDBACK).inc()
-            return _error(503, "feedback queue full; retry later")
+            return _fail(ctx, 503, "feedback queue full; retry later")
         metrics.FEEDBACK.labels(label).inc()
         return {"status": "recorded", "prediction_id": prediction_id, "label": label}
 
@@ -185,11 +186,11 @@ class SpamClassifier:
         env = environment_of(ctx.request.headers.raw) or "production"
         return env, self.router.models.get(ENVIRONMENTS[env])
 
-    def _not_ready(self) -> JSONResponse:
+    def _not_ready(self, ctx: bentoml.Context) -> dict:
         reason = "model not loaded yet"
         if self.router.last_error:
             reason += f" ({self.router.last_error})"
-        return _error(503, reason)
+        return _fail(ctx, 503, reason)
 
     async def _predict(
         self, live: LiveModel, env: str, messages: list[MessageIn], endpoint: str, inline: bool

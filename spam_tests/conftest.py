@@ -45,7 +45,25 @@ def spam_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("SPAM_DAGSTER_POSTGRES_URL", raising=False)
     monkeypatch.delenv("SPAM_MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    return home
+    monkeypatch.delenv("SPAM_API_KEYS", raising=False)
+    monkeypatch.delenv("SPAM_API_KEYS_FILE", raising=False)
+    monkeypatch.setenv("SPAM_SERVE_PORT", str(_free_port()))
+    monkeypatch.setenv("SPAM_SERVE_WORKERS", "1")
+    yield home
+    # a local_deployment started in this home must not outlive the test
+    state = home / "serving" / "local_deployment.json"
+    if state.is_file():
+        from spam_assets.lib.local_server import stop_server
+
+        stop_server(json.loads(state.read_text())["pid"])
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def set_sources(monkeypatch: pytest.MonkeyPatch, sources: list[str]) -> None:

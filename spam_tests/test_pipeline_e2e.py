@@ -10,6 +10,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import requests
 from conftest import set_sources
 from corpus_subsample import DEFAULT_PER_GROUP, write_apache_tarballs
 from pipeline_helpers import (
@@ -35,6 +36,8 @@ ALL_ASSETS = {
     "tuned_model",
     "model_evaluation",
     "onnx_model",
+    "bento",
+    "local_deployment",
 }
 PARSED_COLUMNS = {
     "message_id",
@@ -122,6 +125,27 @@ def test_full_chain(small_run: Path, instance, monkeypatch):
     assert again["f1"] == pytest.approx(ev["f1"], abs=1e-9)
     assert version.tags["featurizer_hash"] == bundle.featurizer.state_hash
 
+    # deployed: a real server answers with the new model, which is now the champion
+    deployed = latest_metadata(instance, "local_deployment")
+    assert deployed["mode"] == "start" and deployed["model_version"] == "1"
+    assert str(client.get_model_version_by_alias("spam-classifier", "champion").version) == "1"
+    key = (home / "serving" / "api_keys").read_text().splitlines()[-1]
+    answer = requests.post(
+        f"{deployed['url']}/predict",
+        json={"subject": "WIN CASH NOW", "body": "click http://x.biz"},
+        headers={"X-API-Key": key},
+        timeout=30,
+    )
+    assert answer.status_code == 200 and answer.json()["model_version"] == "1"
+    assert answer.json()["top_features"]
+    bento_meta = latest_metadata(instance, "bento")
+    assert bento_meta["model_tag"] == "spam-classifier:v1" and bento_meta["size_bytes"] > 0
+    # same service code again: the running process swaps the model instead of restarting
+    redeploy = run_assets(instance, ["local_deployment"])
+    assert redeploy.success, failure_messages(redeploy)
+    again = latest_metadata(instance, "local_deployment")
+    assert again["mode"] == "hot-swap" and again["pid"] == deployed["pid"]
+
     # unchanged corpus: raw_corpus is a no-op that says so
     before = (home / "data" / "raw" / "messages.parquet").stat().st_mtime_ns
     again_raw = run_assets(instance, ["raw_corpus"])
@@ -130,7 +154,6 @@ def test_full_chain(small_run: Path, instance, monkeypatch):
     assert (home / "data" / "raw" / "messages.parquet").stat().st_mtime_ns == before
 
     # with a champion in place the evaluation compares against it on the same test rows
-    client.set_registered_model_alias("spam-classifier", "champion", "1")
     rerun = run_assets(instance, ["model_evaluation"])
     assert rerun.success, failure_messages(rerun)
     ev2 = latest_metadata(instance, "model_evaluation")

@@ -1,0 +1,96 @@
+"""The prediction log: partitioned, non-blocking, and crash-safe."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from spam_serving.inference_log import ParquetLogWriter, log_files, read_log
+
+
+def _row(i: int, ts: datetime) -> dict:
+    return {"ts": ts, "prediction_id": f"{i:032x}", "score": i / 100, "label": "ham"}
+
+
+def test_rows_land_in_hourly_partitions(tmp_path):
+    writer = ParquetLogWriter(tmp_path, "predictions", flush_rows=10, flush_s=0.2)
+    t0 = datetime(2026, 11, 25, 9, 59, 58, tzinfo=UTC)
+    for i in range(25):
+        assert writer.append(_row(i, t0 + timedelta(seconds=i // 10)))
+    writer.close()
+    assert writer.written_rows == 25 and writer.dropped_rows == 0
+    nine = log_files(tmp_path, "predictions", [t0])
+    ten = log_files(tmp_path, "predictions", [t0 + timedelta(seconds=2)])
+    assert nine and ten and all("hour=09" in str(f) for f in nine)
+    assert all("hour=10" in str(f) for f in ten)
+    table = read_log(tmp_path, "predictions")
+    assert sorted(table.column("prediction_id").to_pylist()) == [f"{i:032x}" for i in range(25)]
+
+
+def test_time_based_flush_without_close(tmp_path):
+    writer = ParquetLogWriter(tmp_path, "feedback", flush_rows=1000, flush_s=0.2)
+    writer.append(_row(1, datetime.now(UTC)))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not log_files(tmp_path, "feedback"):
+        time.sleep(0.05)
+    assert read_log(tmp_path, "feedback").num_rows == 1
+    writer.close()
+
+
+def test_a_broken_disk_never_raises_into_the_request_path(tmp_path):
+    root = tmp_path / "not-a-dir"
+    root.write_text("a file where the log directory should be")
+    writer = ParquetLogWriter(root, "predictions", flush_rows=5, flush_s=0.1)
+    for i in range(12):
+        assert writer.append(_row(i, datetime.now(UTC))) is True
+    writer.close()
+    assert writer.written_rows == 0 and writer.failed_flushes >= 1
+    assert writer.dropped_rows == 12
+
+
+def test_full_queue_drops_instead_of_blocking(tmp_path):
+    writer = ParquetLogWriter(tmp_path, "predictions", flush_rows=10_000, flush_s=60, max_queue=3)
+    results = [writer.append(_row(i, datetime.now(UTC))) for i in range(200)]
+    assert results.count(False) > 0 and writer.dropped_rows == results.count(False)
+    writer.close()
+    assert writer.written_rows + writer.dropped_rows == 200
+
+
+def test_sigkill_mid_write_leaves_only_complete_files(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import time
+        from datetime import UTC, datetime
+        from spam_serving.inference_log import ParquetLogWriter
+        w = ParquetLogWriter({str(tmp_path)!r}, "predictions", flush_rows=200, flush_s=0.05)
+        i = 0
+        while True:
+            w.append({{"ts": datetime.now(UTC), "prediction_id": str(i), "text": "x" * 2000}})
+            i += 1
+            if i % 200 == 0:
+                time.sleep(0.001)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(log_files(tmp_path, "predictions")) < 5:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    files = log_files(tmp_path, "predictions")
+    assert len(files) >= 5
+    for f in files:  # every visible file is a complete Parquet file
+        assert pq.read_metadata(f).num_rows > 0
+    assert read_log(tmp_path, "predictions").num_rows == sum(
+        pq.read_metadata(f).num_rows for f in files
+    )
+    hidden = [p for p in Path(tmp_path).rglob("*") if p.name.startswith(".")]
+    assert all(p not in files for p in hidden)
