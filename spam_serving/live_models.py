@@ -50,6 +50,7 @@ class LiveModel:
     entry: dict
     max_latency_ms: int
     max_batch_size: int
+    batching: bool = True
     feature_names: list[str] = field(init=False)
     numeric_names: list[str] = field(init=False)
     _score: object = field(init=False, repr=False)
@@ -81,6 +82,8 @@ class LiveModel:
 
     async def score(self, x: np.ndarray) -> np.ndarray:
         """Spam probability per row, batched with other requests of this worker."""
+        if not self.batching:
+            return self.bundle.predict_matrix(x)
         return await self._score(x)
 
     def close(self) -> None:
@@ -103,11 +106,13 @@ class ModelRouter:
         max_latency_ms: int,
         max_batch_size: int,
         poll_interval_s: float = 1.0,
+        batching: bool = True,
     ) -> None:
         self.alias_file = Path(alias_file)
         self.fallback_tag = fallback_tag
         self.max_latency_ms = max_latency_ms
         self.max_batch_size = max_batch_size
+        self.batching = batching
         self.poll_interval_s = poll_interval_s
         self.models: dict[str, LiveModel] = {}
         self.last_error: str | None = None
@@ -154,6 +159,7 @@ class ModelRouter:
                     entry,
                     self.max_latency_ms,
                     self.max_batch_size,
+                    self.batching,
                 )
             except Exception as exc:  # keep serving the old model; surface the reason
                 self.last_error = f"{alias}: {entry}: {exc}"

@@ -21,6 +21,7 @@ import anyio
 import bentoml
 import numpy as np
 from pydantic import ValidationError
+from starlette.responses import JSONResponse
 
 from spam_serving import metrics
 from spam_serving.gateway import ENVIRONMENTS, GatewayMiddleware, environment_of, load_api_keys
@@ -35,10 +36,16 @@ SETTINGS = get_settings()
 ASYNC_CHUNK = 100
 
 
-def _fail(ctx: bentoml.Context, status: int, reason: str) -> dict:
-    """A JSON error body; the status goes through ``ctx`` (BentoML applies it last)."""
+def _json(ctx: bentoml.Context, body: dict, status: int = 200) -> JSONResponse:
+    """Our own JSON response: BentoML would otherwise rebuild the output type's JSON schema
+    on every response (measured: ~16% of a worker's CPU under load). The status also goes
+    through ``ctx`` because BentoML applies ``ctx.response.status_code`` last."""
     ctx.response.status_code = status
-    return {"error": reason}
+    return JSONResponse(body, status_code=status)
+
+
+def _fail(ctx: bentoml.Context, status: int, reason: str) -> JSONResponse:
+    return _json(ctx, {"error": reason}, status)
 
 
 @bentoml.service(
@@ -59,6 +66,7 @@ class SpamClassifier:
             max_latency_ms=s.batch_max_latency_ms,
             max_batch_size=s.batch_max_size,
             poll_interval_s=s.model_poll_interval_s,
+            batching=s.adaptive_batching,
         )
         self.router.refresh()
         self.logs = {
@@ -88,7 +96,9 @@ class SpamClassifier:
 
     # ------------------------------------------------------------------ endpoints
     @bentoml.api(route="/predict", input_spec=MessageIn)
-    async def predict(self, ctx: bentoml.Context, **message: Any) -> dict:
+    async def predict(
+        self, ctx: bentoml.Context, **message: Any
+    ) -> dict:  # returns JSONResponse; the annotation is the docs' schema
         """One message (JSON fields, ``raw``/``raw_base64``, or a message/rfc822 body)."""
         msg = MessageIn.model_construct(**message)
         env, live = self._route(ctx)
@@ -98,7 +108,7 @@ class SpamClassifier:
             results = await self._predict(live, env, [msg], "predict", inline=True)
         except Overloaded as exc:
             return _fail(ctx, 503, str(exc))
-        return results[0]
+        return _json(ctx, results[0])
 
     @bentoml.api(route="/predict_batch", input_spec=BatchIn)
     async def predict_batch(self, ctx: bentoml.Context, messages: list[MessageIn]) -> dict:
@@ -113,7 +123,9 @@ class SpamClassifier:
             results = await self._predict(live, env, messages, "predict_batch", inline=False)
         except Overloaded as exc:
             return _fail(ctx, 503, str(exc))
-        return {"model_version": live.version, "environment": env, "predictions": results}
+        return _json(
+            ctx, {"model_version": live.version, "environment": env, "predictions": results}
+        )
 
     @bentoml.task(route="/predict_async")
     async def predict_async(self, ctx: bentoml.Context, messages: list[Any]) -> dict:
@@ -154,13 +166,16 @@ class SpamClassifier:
             results.extend({"index": i, **r} for (i, _), r in zip(valid, scored, strict=True))
         results.sort(key=lambda r: r["index"])
         failed = sum("error" in r for r in results)
-        return {
-            "model_version": live.version,
-            "environment": env,
-            "n_messages": len(messages),
-            "n_failed": failed,
-            "results": results,
-        }
+        return _json(
+            ctx,
+            {
+                "model_version": live.version,
+                "environment": env,
+                "n_messages": len(messages),
+                "n_failed": failed,
+                "results": results,
+            },
+        )
 
     @bentoml.api(route="/feedback", input_spec=FeedbackIn)
     async def feedback(
@@ -179,14 +194,14 @@ class SpamClassifier:
             metrics.LOG_DROPPED.labels(FEEDBACK).inc()
             return _fail(ctx, 503, "feedback queue full; retry later")
         metrics.FEEDBACK.labels(label).inc()
-        return {"status": "recorded", "prediction_id": prediction_id, "label": label}
+        return _json(ctx, {"status": "recorded", "prediction_id": prediction_id, "label": label})
 
     # ------------------------------------------------------------------ internals
     def _route(self, ctx: bentoml.Context) -> tuple[str, LiveModel | None]:
         env = environment_of(ctx.request.headers.raw) or "production"
         return env, self.router.models.get(ENVIRONMENTS[env])
 
-    def _not_ready(self, ctx: bentoml.Context) -> dict:
+    def _not_ready(self, ctx: bentoml.Context) -> JSONResponse:
         reason = "model not loaded yet"
         if self.router.last_error:
             reason += f" ({self.router.last_error})"

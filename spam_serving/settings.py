@@ -87,7 +87,12 @@ class SpamSettings(BaseSettings):
     max_async_request_bytes: int = Field(50_000_000, description="Body limit for async jobs.")
     predict_batch_limit: int = Field(100, description="Messages per /predict_batch (422).")
     async_batch_limit: int = Field(10_000, description="Messages per async job (422).")
-    batch_max_latency_ms: int = Field(20, description="Adaptive batching latency budget.")
+    adaptive_batching: bool = Field(
+        True, description="Batch concurrent model calls (BentoML's CorkDispatcher)."
+    )
+    batch_max_latency_ms: int = Field(
+        250, description="Adaptive batching: queueing budget; beyond it requests get 503."
+    )
     batch_max_size: int = Field(128, description="Adaptive batching: rows per model call.")
     explain_top_k: int = 5
     model_poll_interval_s: float = Field(1.0, description="How often the alias file is read.")

@@ -1,0 +1,411 @@
+"""``make bench-serving``: the Bento service against the FastAPI baselines, in one run.
+
+Servers under test, each with the same number of worker processes, on 127.0.0.1:
+
+* ``bento``: ``bentoml serve spam_serving.service:SpamClassifier`` with the deployed bundle
+  (explanations on, inference log on: the real request path), with adaptive batching of the
+  model call on (the default) and off;
+* ``fastapi+sklearn``: the baseline a user would otherwise write (see ``baseline_app``);
+* ``fastapi+ours``: the same FastAPI app calling our parser, featurizer and ONNX model.
+
+Load comes from ``benchmarks.loadgen`` in a separate process (closed loop, bounded in time).
+Also measured: the in-process ceiling (parse + featurize + ONNX in a loop, no HTTP, same
+number of processes), cold start (spawn to ready), RSS per worker, and a per-stage profile of
+the request path. Needs a trained bundle: run ``make run`` first.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import requests
+
+from benchmarks.common import machine, raw_table, write_report
+from spam_assets.lib.local_server import ServerProcess, start_server, stop_server, wait_ready
+from spam_serving.model_bundle import ModelBundle
+from spam_serving.model_store import write_aliases
+from spam_serving.parsing import parse_message
+from spam_serving.settings import PROJECT_ROOT, get_settings
+
+WORKERS = 2
+CONCURRENCY = (1, 8, 32, 64)
+DURATION_S = float(os.environ.get("SPAM_BENCH_SECONDS", "8"))
+API_KEY = "bench-key-0123456789abcdef"
+PORTS = {
+    "bento": 3201,
+    "bento, batching off": 3204,
+    "fastapi+sklearn": 3202,
+    "fastapi+ours": 3203,
+}
+TARGETS = {
+    "rps_at_32": 1000,
+    "p99_ms_at_32": 50,
+    "x_baseline": 3.0,
+    "share_of_ceiling": 0.5,
+    "batch100_ms": 100,
+    "cold_start_s": 5,
+    "rss_mb": 400,
+}
+
+
+def latest_bundle() -> Path:
+    s = get_settings()
+    bundles = sorted(
+        (s.bundles_dir / s.registered_model_name).glob("v*"), key=lambda p: int(p.name[1:])
+    )
+    if not bundles:
+        sys.exit(f"no model bundle under {s.bundles_dir}: run `make run` first")
+    return bundles[-1]
+
+
+def train_baseline(path: Path, texts: list[str], labels: np.ndarray) -> float:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import Pipeline
+    from xgboost import XGBClassifier
+
+    start = time.perf_counter()
+    pipe = Pipeline(
+        [
+            ("tfidf", TfidfVectorizer(sublinear_tf=True, min_df=3, max_features=20000)),
+            ("xgb", XGBClassifier(n_estimators=300, max_depth=6, n_jobs=1, eval_metric="logloss")),
+        ]
+    )
+    pipe.fit(texts, labels)
+    path.write_bytes(pickle.dumps(pipe))
+    return time.perf_counter() - start
+
+
+def rss_mb_per_worker(pid: int) -> tuple[float, int]:
+    """Mean RSS of the worker processes (the server's descendants that serve requests)."""
+    try:
+        root = psutil.Process(pid)
+        procs = root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return float("nan"), 0
+    workers = [p for p in procs if p.memory_info().rss > 60 * 2**20] or procs
+    rss = [p.memory_info().rss / 2**20 for p in workers]
+    return (float(np.mean(rss)) if rss else float("nan")), len(rss)
+
+
+def start_uvicorn(mode: str, port: int, env: dict, log: Path) -> ServerProcess:
+    uvicorn = str(Path(sys.executable).with_name("uvicorn"))
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [
+                uvicorn,
+                "benchmarks.baseline_app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(WORKERS),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            env={**env, "SPAM_BASELINE_MODE": mode},
+            cwd=PROJECT_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return ServerProcess(pid=proc.pid, url=f"http://127.0.0.1:{port}", log_path=log)
+
+
+def wait_http(server: ServerProcess, timeout_s: float = 120) -> float:
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout_s:
+        try:
+            requests.post(
+                server.url + "/predict",
+                json={"raw": "Subject: a\n\nb"},
+                timeout=2,
+                headers={"X-API-Key": API_KEY},
+            )
+            return time.perf_counter() - start
+        except requests.RequestException:
+            time.sleep(0.05)
+    raise RuntimeError(f"{server.url} not up:\n{server.log_tail()}")
+
+
+def load(url: str, bodies_file: Path, concurrency: int, duration: float) -> dict:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.loadgen",
+            "--url",
+            url,
+            "--bodies",
+            str(bodies_file),
+            "--header",
+            f"X-API-Key: {API_KEY}",
+            "--concurrency",
+            str(concurrency),
+            "--duration",
+            str(duration),
+            "--warmup",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=duration + 120,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _ceiling_worker(bundle_dir: str, raws: list[bytes], seconds: float, q) -> None:
+    bundle = ModelBundle.load(bundle_dir)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        raw = raws[n % len(raws)]
+        bundle.predict_proba([parse_message(raw)])
+        n += 1
+    q.put(n / (time.perf_counter() - start))
+
+
+def in_process_ceiling(bundle_dir: Path, raws: list[bytes], procs: int, seconds: float) -> float:
+    """Messages/s of parse + featurize + ONNX, one message per call, ``procs`` processes."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    ps = [
+        ctx.Process(target=_ceiling_worker, args=(str(bundle_dir), raws, seconds, q))
+        for _ in range(procs)
+    ]
+    for p in ps:
+        p.start()
+    rates = [q.get() for _ in ps]
+    for p in ps:
+        p.join()
+    return float(sum(rates))
+
+
+def stage_profile(bundle_dir: Path, raws: list[bytes]) -> dict[str, float]:
+    """Microseconds per message for each stage of the request path, in this process."""
+    bundle = ModelBundle.load(bundle_dir)
+    names = bundle.featurizer.feature_names
+    msgs = [parse_message(r) for r in raws]
+    xs = [bundle.featurizer.transform([m]) for m in msgs]
+
+    def per(fn, items) -> float:
+        start = time.perf_counter()
+        for it in items:
+            fn(it)
+        return (time.perf_counter() - start) / len(items) * 1e6
+
+    out = {
+        "parse (RFC822 -> fields)": per(parse_message, raws),
+        "featurize": per(lambda m: bundle.featurizer.transform([m]), msgs),
+        "ONNX predict (1 row)": per(bundle.predict_matrix, xs),
+        "explain (top 5)": per(lambda x: bundle.explainer.top_features(x, names, 5), xs)
+        if bundle.explainer
+        else float("nan"),
+    }
+    batch = np.concatenate(xs[:100])
+    out["ONNX predict, per row in a batch of 100"] = per(bundle.predict_matrix, [batch] * 20) / 100
+    return out
+
+
+def main() -> None:
+    bundle_dir = latest_bundle()
+    bundle = ModelBundle.load(bundle_dir)
+    table = raw_table()
+    sample = table.sample(n=min(400, len(table)), random_state=0)
+    raws = list(sample["raw"])
+    bodies = [{"raw": r.decode("utf-8", "surrogateescape")} for r in raws]
+    # JSON cannot carry lone surrogates: fall back to latin-1 text for 8-bit messages
+    for i, r in enumerate(raws):
+        try:
+            r.decode("utf-8")
+        except UnicodeDecodeError:
+            bodies[i] = {"raw": r.decode("latin-1")}
+    work = Path(tempfile.mkdtemp(prefix="spam-bench-"))
+    bodies_file = work / "bodies.json"
+    bodies_file.write_text(json.dumps(bodies))
+    batch_file = work / "batch.json"
+    batch_file.write_text(json.dumps([{"messages": bodies[i : i + 100]} for i in (0, 100, 200)]))
+
+    train = table.drop(sample.index)
+    from benchmarks.baseline_text import message_text
+
+    texts = [message_text(r.decode("latin-1")) for r in train["raw"]]
+    model_path = work / "baseline.pkl"
+    fit_s = train_baseline(model_path, texts, train["label"].to_numpy())
+
+    home = work / "home"
+    write_aliases(
+        home / "serving" / "aliases.json",
+        {"champion": {"bundle_path": str(bundle_dir), "model_version": bundle.version}},
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPAM_")}
+    env.update(
+        {
+            "SPAM_HOME": str(home),
+            "BENTOML_HOME": str(home / "bentoml"),
+            "SPAM_API_KEYS": json.dumps([API_KEY]),
+            "SPAM_SERVE_WORKERS": str(WORKERS),
+            "SPAM_BASELINE_MODEL": str(model_path),
+            "SPAM_BASELINE_BUNDLE": str(bundle_dir),
+            "BENTOML_DO_NOT_TRACK": "true",
+        }
+    )
+
+    results: dict[str, dict] = {}
+    servers: dict[str, dict] = {}
+    for name in PORTS:
+        spawn = time.perf_counter()
+        if name.startswith("bento"):
+            batching = "false" if "off" in name else "true"
+            server = start_server(
+                "spam_serving.service:SpamClassifier",
+                "127.0.0.1",
+                PORTS[name],
+                {**env, "SPAM_ADAPTIVE_BATCHING": batching},
+                work / "bento.log",
+                cwd=PROJECT_ROOT,
+            )
+            wait_ready(server, 120)
+        else:
+            server = start_uvicorn(name.split("+")[1], PORTS[name], env, work / f"{name}.log")
+            wait_http(server)
+        cold = time.perf_counter() - spawn
+        try:
+            results[name] = {
+                c: load(server.url + "/predict", bodies_file, c, DURATION_S) for c in CONCURRENCY
+            }
+            if name == "bento":
+                results["bento batch100"] = {
+                    c: load(server.url + "/predict_batch", batch_file, c, DURATION_S)
+                    for c in (1, 2)
+                }
+            rss, n_workers = rss_mb_per_worker(server.pid)
+            servers[name] = {"cold_start_s": cold, "rss_mb": rss, "workers": n_workers}
+        finally:
+            stop_server(server.pid)
+
+    ceiling = in_process_ceiling(bundle_dir, raws, WORKERS, DURATION_S)
+    ceiling_1 = in_process_ceiling(bundle_dir, raws, 1, DURATION_S)
+    profile = stage_profile(bundle_dir, raws[:200])
+    shutil.rmtree(work, ignore_errors=True)
+    write_report("serving", report(results, servers, ceiling, ceiling_1, profile, fit_s, bundle))
+
+
+def report(results, servers, ceiling, ceiling_1, profile, fit_s, bundle) -> str:
+    def row(name, c):
+        r = results[name][c]
+        errs = sum(r["errors"].values())
+        return (
+            f"| {name} | {c} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+            f"{r['p99_ms']:.1f} | {errs} |"
+        )
+
+    lines = [
+        f"# Serving benchmark ({time.strftime('%Y-%m-%d')})",
+        "",
+        f"Machine: {machine()}. Model v{bundle.version} ({bundle.featurizer.n_features} "
+        f"features). {WORKERS} worker processes per server; load from a separate aiohttp "
+        f"process on the same 2 cores (closed loop, {DURATION_S:.0f} s per point after 1 s "
+        "warm-up). Bodies: 400 real corpus messages as JSON `raw` (mean "
+        "size ~6 KB). Bento requests include explanations and the inference log.",
+        "",
+        "## /predict throughput and latency",
+        "",
+        "| server | clients | rps | p50 ms | p95 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in PORTS:
+        lines += [row(name, c) for c in CONCURRENCY]
+    lines += [
+        "",
+        "## /predict_batch (100 messages per request, Bento)",
+        "",
+        "| clients | batches/s | messages/s | p50 ms | p95 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c, r in results["bento batch100"].items():
+        lines.append(
+            f"| {c} | {r['rps']:.1f} | {r['rps'] * 100:.0f} | {r['p50_ms']:.1f} | "
+            f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {sum(r['errors'].values())} |"
+        )
+    b32 = results["bento"][32]
+    base32 = results["fastapi+sklearn"][32]
+    ours32 = results["fastapi+ours"][32]
+    x_base = b32["rps"] / base32["rps"] if base32["rps"] else float("inf")
+    share = b32["rps"] / ceiling
+    batch_p50 = results["bento batch100"][1]["p50_ms"]
+    lines += [
+        "",
+        "## Ratios and targets (32 clients)",
+        "",
+        "| measure | value | target | met |",
+        "|---|---|---|---|",
+        f"| Bento rps | {b32['rps']:.0f} | >= {TARGETS['rps_at_32']} | "
+        f"{_ok(b32['rps'] >= TARGETS['rps_at_32'])} |",
+        f"| Bento p99 | {b32['p99_ms']:.1f} ms | <= {TARGETS['p99_ms_at_32']} ms | "
+        f"{_ok(b32['p99_ms'] <= TARGETS['p99_ms_at_32'])} |",
+        f"| Bento / FastAPI+sklearn rps | {x_base:.2f}x (p99 {b32['p99_ms']:.0f} vs "
+        f"{base32['p99_ms']:.0f} ms) | >= {TARGETS['x_baseline']:.0f}x, p99 <= baseline | "
+        f"{_ok(x_base >= TARGETS['x_baseline'] and b32['p99_ms'] <= base32['p99_ms'])} |",
+        f"| Bento / FastAPI+ours rps (HTTP stack) | {b32['rps'] / ours32['rps']:.2f}x | - | - |",
+        f"| Bento / in-process ceiling ({WORKERS} procs, {ceiling:.0f} msg/s) | {share:.0%} | "
+        f">= {TARGETS['share_of_ceiling']:.0%} | {_ok(share >= TARGETS['share_of_ceiling'])} |",
+        f"| batch of 100, p50 at 1 client | {batch_p50:.1f} ms | < {TARGETS['batch100_ms']} ms |"
+        f" {_ok(batch_p50 < TARGETS['batch100_ms'])} |",
+    ]
+    lines += [
+        "",
+        "## Cold start and memory",
+        "",
+        "| server | spawn -> ready s | RSS per worker MB | workers measured |",
+        "|---|---|---|---|",
+    ]
+    for name, s in servers.items():
+        lines.append(f"| {name} | {s['cold_start_s']:.1f} | {s['rss_mb']:.0f} | {s['workers']} |")
+    bento = servers["bento"]
+    lines += [
+        "",
+        f"Targets: cold start < {TARGETS['cold_start_s']} s: "
+        f"{_ok(bento['cold_start_s'] < TARGETS['cold_start_s'])}; RSS < {TARGETS['rss_mb']} MB "
+        f"per worker: {_ok(bento['rss_mb'] < TARGETS['rss_mb'])}. Baseline model fit: "
+        f"{fit_s:.0f} s.",
+        "",
+        "## Where the time goes (per message, one process)",
+        "",
+        "| stage | µs |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v:.0f} |" for k, v in profile.items()]
+    model_path = sum(v for k, v in profile.items() if "batch" not in k)
+    per_req = 1e6 * WORKERS / b32["rps"] if b32["rps"] else float("nan")
+    lines += [
+        f"| model path total | {model_path:.0f} |",
+        f"| Bento CPU per request at 32 clients ({WORKERS} cores / rps, incl. load generator) "
+        f"| {per_req:.0f} |",
+        "",
+        f"In-process ceiling: {ceiling_1:.0f} msg/s with 1 process, {ceiling:.0f} msg/s with "
+        f"{WORKERS} (parse + featurize + ONNX, no explanations, no HTTP).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _ok(flag: bool) -> str:
+    return "yes" if flag else "**no**"
+
+
+if __name__ == "__main__":
+    main()
