@@ -59,43 +59,22 @@ async def run(
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        if warmup_s > 0:
+
+        async def phase(seconds: float, budget: list[int], lat: list, stat: Counter) -> None:
+            deadline = time.perf_counter() + seconds
             await asyncio.gather(
                 *(
-                    _client(
-                        session,
-                        url,
-                        bodies,
-                        headers,
-                        k,
-                        time.perf_counter() + warmup_s,
-                        [10**9],
-                        [],
-                        Counter(),
-                    )
+                    _client(session, url, bodies, headers, k * 7, deadline, budget, lat, stat)
                     for k in range(concurrency)
                 )
             )
+
+        if warmup_s > 0:
+            await phase(warmup_s, [10**9], [], Counter())
         latencies: list[float] = []
         statuses: Counter = Counter()
-        budget = [max_requests]
         start = time.perf_counter()
-        await asyncio.gather(
-            *(
-                _client(
-                    session,
-                    url,
-                    bodies,
-                    headers,
-                    k * 7,
-                    start + duration_s,
-                    budget,
-                    latencies,
-                    statuses,
-                )
-                for k in range(concurrency)
-            )
-        )
+        await phase(duration_s, [max_requests], latencies, statuses)
         elapsed = time.perf_counter() - start
     lat = np.array(latencies) * 1000.0
     ok = statuses.get(200, 0)
