@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
 import uuid
 from datetime import UTC, datetime
@@ -198,8 +199,16 @@ class SpamClassifier:
 
     # ------------------------------------------------------------------ internals
     def _route(self, ctx: bentoml.Context) -> tuple[str, LiveModel | None]:
+        """Environment -> alias -> model; a ``canary_fraction`` of production requests goes
+        to the challenger when it differs from the champion."""
         env = environment_of(ctx.request.headers.raw) or "production"
-        return env, self.router.models.get(ENVIRONMENTS[env])
+        live = self.router.models.get(ENVIRONMENTS[env])
+        fraction = self.settings.canary_fraction
+        if env == "production" and fraction > 0 and random.random() < fraction:
+            challenger = self.router.models.get("challenger")
+            if challenger is not None and live is not None and challenger.entry != live.entry:
+                return "production-canary", challenger
+        return env, live
 
     def _not_ready(self, ctx: bentoml.Context) -> JSONResponse:
         reason = "model not loaded yet"

@@ -95,6 +95,9 @@ class SpamSettings(BaseSettings):
     )
     batch_max_size: int = Field(128, description="Adaptive batching: rows per model call.")
     explain_top_k: int = 5
+    canary_fraction: float = Field(
+        0.0, ge=0.0, le=1.0, description="Share of production requests sent to the challenger."
+    )
     model_poll_interval_s: float = Field(1.0, description="How often the alias file is read.")
     serve_model_tag: str | None = Field(
         None, description="BentoML model tag served when no alias file exists (set in a Bento)."

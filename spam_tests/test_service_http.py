@@ -435,3 +435,32 @@ def test_not_ready_without_a_model(tmp_path):
         assert r.status_code == 503 and "model not loaded" in r.json()["error"]
     finally:
         stop_server(server.pid)
+
+
+def test_canary_share_of_production_goes_to_the_challenger(served):
+    """SPAM_CANARY_FRACTION=0.3: about 30% of production answers come from the challenger,
+    labelled ``production-canary``; staging is unaffected."""
+    with running_server(
+        served["home"],
+        free_port(),
+        SPAM_CANARY_FRACTION="0.3",
+        SPAM_SERVE_WORKERS="1",
+        # BentoML's task result store is one SQLite file per home: one server per home
+        BENTOML_HOME=str(served["home"] / "bentoml-canary"),
+    ) as server:
+        session = requests.Session()
+        seen = Counter()
+        for _ in range(300):
+            body = session.post(
+                server.url + "/predict", json=SPAM_MSG, headers=KEY, timeout=10
+            ).json()
+            seen[(body["environment"], body["model_version"])] += 1
+        staging = session.post(
+            server.url + "/predict",
+            json=SPAM_MSG,
+            timeout=10,
+            headers={**KEY, "X-Environment": "staging"},
+        ).json()
+    assert set(seen) == {("production", "1"), ("production-canary", "2")}, seen
+    assert 50 <= seen[("production-canary", "2")] <= 130, seen  # binomial(300, 0.3): 90 +- 40
+    assert staging["environment"] == "staging" and staging["model_version"] == "2"
