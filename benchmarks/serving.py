@@ -32,7 +32,13 @@ import psutil
 import requests
 
 from benchmarks.common import machine, raw_table, write_report
-from spam_assets.lib.local_server import ServerProcess, start_server, stop_server, wait_ready
+from spam_assets.lib.local_server import (
+    ServerProcess,
+    start_process,
+    start_server,
+    stop_server,
+    wait_ready,
+)
 from spam_serving.model_bundle import ModelBundle
 from spam_serving.model_store import write_aliases
 from spam_serving.parsing import parse_message
@@ -100,28 +106,21 @@ def rss_mb_per_worker(pid: int) -> tuple[float, int]:
 
 def start_uvicorn(mode: str, port: int, env: dict, log: Path) -> ServerProcess:
     uvicorn = str(Path(sys.executable).with_name("uvicorn"))
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [
-                uvicorn,
-                "benchmarks.baseline_app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                str(WORKERS),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            env={**env, "SPAM_BASELINE_MODE": mode},
-            cwd=PROJECT_ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return ServerProcess(pid=proc.pid, url=f"http://127.0.0.1:{port}", log_path=log)
+    cmd = [
+        uvicorn,
+        "benchmarks.baseline_app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(WORKERS),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    env = {**env, "SPAM_BASELINE_MODE": mode}
+    return start_process(cmd, f"http://127.0.0.1:{port}", env, log, cwd=PROJECT_ROOT)
 
 
 def wait_http(server: ServerProcess, timeout_s: float = 120) -> float:

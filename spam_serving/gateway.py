@@ -91,10 +91,13 @@ class GatewayMiddleware:
         if not self._authorized(headers):
             await _reject(send, 401, "missing or invalid API key (send it as X-API-Key)")
             return
-        if environment_of(headers) is None:
+        environment = environment_of(headers)
+        if environment is None:
             allowed = ", ".join(sorted(ENVIRONMENTS))
             await _reject(send, 400, f"unknown X-Environment; use one of: {allowed}")
             return
+        # decided once here; handlers read it as ``ctx.request.state.environment``
+        scope.setdefault("state", {})["environment"] = environment
         if scope["method"] in ("POST", "PUT"):
             limit = (
                 self.max_async_request_bytes

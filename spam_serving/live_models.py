@@ -24,7 +24,6 @@ import numpy as np
 from bentoml._internal.marshal.dispatcher import CorkDispatcher
 
 from spam_serving import metrics
-from spam_serving.featurize import NUMERIC_FEATURES
 from spam_serving.model_bundle import ModelBundle
 from spam_serving.model_store import bundle_dir_for, read_aliases
 
@@ -52,13 +51,11 @@ class LiveModel:
     max_batch_size: int
     batching: bool = True
     feature_names: list[str] = field(init=False)
-    numeric_names: list[str] = field(init=False)
     _score: object = field(init=False, repr=False)
     _dispatcher: CorkDispatcher = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.feature_names = self.bundle.featurizer.feature_names
-        self.numeric_names = ["num_" + n for n in NUMERIC_FEATURES]
         self._dispatcher = dispatcher = CorkDispatcher(
             max_latency_in_ms=self.max_latency_ms,
             max_batch_size=self.max_batch_size,

@@ -15,6 +15,8 @@ import logging
 import random
 import time
 import uuid
+from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +27,8 @@ from pydantic import ValidationError
 from starlette.responses import JSONResponse
 
 from spam_serving import metrics
-from spam_serving.gateway import ENVIRONMENTS, GatewayMiddleware, environment_of, load_api_keys
+from spam_serving.featurize import NUMERIC_FEATURES
+from spam_serving.gateway import ENVIRONMENTS, GatewayMiddleware, load_api_keys
 from spam_serving.inference_log import FEEDBACK, PREDICTIONS, ParquetLogWriter
 from spam_serving.live_models import LiveModel, ModelRouter, Overloaded
 from spam_serving.parsing import ParsedMessage
@@ -35,6 +38,9 @@ from spam_serving.settings import get_settings
 logger = logging.getLogger(__name__)
 SETTINGS = get_settings()
 ASYNC_CHUNK = 100
+#: The featurizer's structural block (its first columns): what drift monitoring reads.
+LOG_NUMERIC_COLUMNS = tuple("num_" + n for n in NUMERIC_FEATURES)
+N_NUMERIC = len(NUMERIC_FEATURES)
 
 
 def _json(ctx: bentoml.Context, body: dict, status: int = 200) -> JSONResponse:
@@ -59,8 +65,7 @@ class SpamClassifier:
     """Spam classifier over the ONNX bundle of the model each alias points to."""
 
     def __init__(self) -> None:
-        s = get_settings()
-        self.settings = s
+        s = self.settings = SETTINGS
         self.router = ModelRouter(
             alias_file=s.alias_file,
             fallback_tag=s.serve_model_tag,
@@ -102,14 +107,7 @@ class SpamClassifier:
     ) -> dict:  # returns JSONResponse; the annotation is the docs' schema
         """One message (JSON fields, ``raw``/``raw_base64``, or a message/rfc822 body)."""
         msg = MessageIn.model_construct(**message)
-        env, live = self._route(ctx)
-        if live is None:
-            return self._not_ready(ctx)
-        try:
-            results = await self._predict(live, env, [msg], "predict", inline=True)
-        except Overloaded as exc:
-            return _fail(ctx, 503, str(exc))
-        return _json(ctx, results[0])
+        return await self._answer(ctx, [msg], "predict", lambda env, live, results: results[0])
 
     @bentoml.api(route="/predict_batch", input_spec=BatchIn)
     async def predict_batch(self, ctx: bentoml.Context, messages: list[MessageIn]) -> dict:
@@ -117,15 +115,15 @@ class SpamClassifier:
         limit = self.settings.predict_batch_limit
         if len(messages) > limit:
             return _fail(ctx, 422, f"{len(messages)} messages; at most {limit} per /predict_batch")
-        env, live = self._route(ctx)
-        if live is None:
-            return self._not_ready(ctx)
-        try:
-            results = await self._predict(live, env, messages, "predict_batch", inline=False)
-        except Overloaded as exc:
-            return _fail(ctx, 503, str(exc))
-        return _json(
-            ctx, {"model_version": live.version, "environment": env, "predictions": results}
+        return await self._answer(
+            ctx,
+            messages,
+            "predict_batch",
+            lambda env, live, results: {
+                "model_version": live.version,
+                "environment": env,
+                "predictions": results,
+            },
         )
 
     @bentoml.task(route="/predict_async")
@@ -183,7 +181,7 @@ class SpamClassifier:
         self, ctx: bentoml.Context, prediction_id: str, label: str, comment: str | None = None
     ) -> dict:
         """Record the true label of a prediction for monitoring and retraining."""
-        env = environment_of(ctx.request.headers.raw) or "production"
+        env = ctx.request.state.environment
         record = {
             "ts": datetime.now(UTC),
             "prediction_id": prediction_id,
@@ -198,10 +196,28 @@ class SpamClassifier:
         return _json(ctx, {"status": "recorded", "prediction_id": prediction_id, "label": label})
 
     # ------------------------------------------------------------------ internals
+    async def _answer(
+        self,
+        ctx: bentoml.Context,
+        messages: list[MessageIn],
+        endpoint: str,
+        body: Callable[[str, LiveModel, list[dict]], dict],
+    ) -> JSONResponse:
+        """Route, score and answer; 503 when no model is loaded or the queue is over budget.
+        One message is scored on the event loop (cheapest); batches off it."""
+        env, live = self._route(ctx)
+        if live is None:
+            return self._not_ready(ctx)
+        try:
+            results = await self._predict(live, env, messages, endpoint, inline=len(messages) == 1)
+        except Overloaded as exc:
+            return _fail(ctx, 503, str(exc))
+        return _json(ctx, body(env, live, results))
+
     def _route(self, ctx: bentoml.Context) -> tuple[str, LiveModel | None]:
         """Environment -> alias -> model; a ``canary_fraction`` of production requests goes
         to the challenger when it differs from the champion."""
-        env = environment_of(ctx.request.headers.raw) or "production"
+        env = ctx.request.state.environment
         live = self.router.models.get(ENVIRONMENTS[env])
         fraction = self.settings.canary_fraction
         if env == "production" and fraction > 0 and random.random() < fraction:
@@ -232,6 +248,7 @@ class SpamClassifier:
         threshold = live.threshold
         now = datetime.now(UTC)
         results = []
+        labels: Counter[str] = Counter()
         for i, (msg, score) in enumerate(zip(parsed, scores, strict=True)):
             label = "spam" if score >= threshold else "ham"
             pid = uuid.uuid4().hex
@@ -247,9 +264,11 @@ class SpamClassifier:
             if msg.parse_error:
                 result["parse_warning"] = msg.parse_error
             results.append(result)
-            metrics.PREDICTIONS.labels(label, live.version, env).inc()
+            labels[label] += 1
             metrics.SPAM_PROBABILITY.labels(live.version).observe(float(score))
             self._log(now, pid, endpoint, env, live, msg, x[i], float(score), label, latency)
+        for label, n in labels.items():
+            metrics.PREDICTIONS.labels(label, live.version, env).inc(n)
         metrics.LATENCY.labels(endpoint, live.version).observe(latency)
         return results
 
@@ -277,7 +296,7 @@ class SpamClassifier:
             "threshold": live.threshold,
             "latency_ms": latency * 1000.0,
             "parse_error": msg.parse_error,
-            **dict(zip(live.numeric_names, row[: len(live.numeric_names)].tolist(), strict=True)),
+            **dict(zip(LOG_NUMERIC_COLUMNS, row[:N_NUMERIC].tolist(), strict=True)),
         }
         if self.settings.log_messages:
             record["message"] = json.dumps(msg.to_record(), default=str)

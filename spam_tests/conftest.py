@@ -47,7 +47,7 @@ def spam_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     monkeypatch.delenv("SPAM_API_KEYS", raising=False)
     monkeypatch.delenv("SPAM_API_KEYS_FILE", raising=False)
-    monkeypatch.setenv("SPAM_SERVE_PORT", str(_free_port()))
+    monkeypatch.setenv("SPAM_SERVE_PORT", str(free_port()))
     monkeypatch.setenv("SPAM_SERVE_WORKERS", "1")
     yield home
     # a local_deployment started in this home must not outlive the test
@@ -58,7 +58,8 @@ def spam_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         stop_server(json.loads(state.read_text())["pid"])
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for servers the tests start)."""
     import socket
 
     with socket.socket() as s:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import xgboost as xgb
+from conftest import free_port  # noqa: F401  (re-exported for the serving tests)
 
 from spam_assets.lib.local_server import ServerProcess, start_server, stop_server, wait_ready
 from spam_assets.lib.onnx_export import to_onnx
@@ -23,17 +23,35 @@ from spam_serving.settings import PROJECT_ROOT
 API_KEYS = ("test-key-alpha-0123456789", "test-key-beta-9876543210")
 
 
-def train_bundle(sample: list[tuple[str, int, bytes]], path: Path, version: str, rounds: int):
-    """A small real model on real messages, exported exactly like the ``onnx_model`` asset."""
+def train_small(
+    sample: list[tuple[str, int, bytes]],
+    config: FeaturizerConfig,
+    max_depth: int,
+    rounds: int,
+) -> tuple[Featurizer, xgb.Booster, np.ndarray, list]:
+    """A small real model on real (group, label, raw) messages: featurizer, booster, X, msgs."""
     msgs = [parse_message(raw) for _, _, raw in sample]
     y = np.array([label for _, label, _ in sample])
-    f = Featurizer(FeaturizerConfig(max_text_features=400, max_meta_features=80, min_df=2))
+    f = Featurizer(config)
     x = f.fit(msgs, y).transform(msgs)
     booster = xgb.train(
-        {"objective": "binary:logistic", "max_depth": 4, "eta": 0.3, "nthread": 1, "seed": 0},
+        {
+            "objective": "binary:logistic",
+            "max_depth": max_depth,
+            "eta": 0.3,
+            "nthread": 1,
+            "seed": 0,
+        },
         xgb.DMatrix(x, label=y),
         num_boost_round=rounds,
     )
+    return f, booster, x, msgs
+
+
+def train_bundle(sample: list[tuple[str, int, bytes]], path: Path, version: str, rounds: int):
+    """A small real model on real messages, exported exactly like the ``onnx_model`` asset."""
+    config = FeaturizerConfig(max_text_features=400, max_meta_features=80, min_df=2)
+    f, booster, _, _ = train_small(sample, config, max_depth=4, rounds=rounds)
     write_bundle(
         path,
         to_onnx(booster, f.n_features),
@@ -43,12 +61,6 @@ def train_bundle(sample: list[tuple[str, int, bytes]], path: Path, version: str,
         explainer=TreeExplainer.from_xgboost_json(booster.save_raw("json")),
     )
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def server_env(home: Path, **extra: str) -> dict[str, str]:

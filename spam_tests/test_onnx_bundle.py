@@ -5,25 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xgboost as xgb
+from serving_helpers import train_small
 
 from spam_assets.lib.onnx_export import booster_from_bytes, native_scores, parity, to_onnx
-from spam_serving.featurize import Featurizer, FeaturizerConfig
+from spam_serving.featurize import FeaturizerConfig
 from spam_serving.model_bundle import ONNX_FILE, ModelBundle, write_bundle
-from spam_serving.parsing import parse_message
 
 
 @pytest.fixture(scope="module")
 def trained(real_sample):
-    msgs = [parse_message(raw) for _, _, raw in real_sample]
-    y = np.array([label for _, label, _ in real_sample])
-    f = Featurizer(FeaturizerConfig(max_text_features=300, max_meta_features=80, min_df=2))
-    x = f.fit(msgs, y).transform(msgs)
-    booster = xgb.train(
-        {"objective": "binary:logistic", "max_depth": 6, "eta": 0.3, "nthread": 1, "seed": 0},
-        xgb.DMatrix(x, label=y),
-        num_boost_round=60,
-    )
-    return f, booster, x, msgs
+    config = FeaturizerConfig(max_text_features=300, max_meta_features=80, min_df=2)
+    return train_small(real_sample, config, max_depth=6, rounds=60)
 
 
 def test_onnx_matches_native_on_real_features(trained):
@@ -59,7 +51,6 @@ def test_bundle_roundtrip_and_corruption(trained, tmp_path):
 
 def test_explainer_matches_xgboost_approx_contribs(trained, tmp_path):
     """Our numpy Saabas attributions equal XGBoost's own and sum to the ONNX margin."""
-    import xgboost as xgb
 
     from spam_serving.explain import TreeExplainer
 

@@ -77,17 +77,14 @@ def port_in_use(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def start_server(
-    target: str, host: str, port: int, env: dict[str, str], log_path: Path, cwd: Path | None = None
+def start_process(
+    cmd: list[str], url: str, env: dict[str, str], log_path: Path, cwd: Path | None = None
 ) -> ServerProcess:
-    """Spawn ``bentoml serve TARGET`` (a Bento tag or ``module:Service``)."""
-    if port_in_use(host, port):
-        raise ServerError(f"port {host}:{port} is already in use by another process")
+    """Spawn a server command in its own session, output appended to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    bentoml = str(Path(sys.executable).with_name("bentoml"))
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [bentoml, "serve", target, "--host", host, "--port", str(port)],
+            cmd,
             env=env,
             cwd=str(cwd) if cwd else None,
             stdout=log,
@@ -95,7 +92,18 @@ def start_server(
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    return ServerProcess(pid=proc.pid, url=f"http://{host}:{port}", log_path=log_path)
+    return ServerProcess(pid=proc.pid, url=url, log_path=log_path)
+
+
+def start_server(
+    target: str, host: str, port: int, env: dict[str, str], log_path: Path, cwd: Path | None = None
+) -> ServerProcess:
+    """Spawn ``bentoml serve TARGET`` (a Bento tag or ``module:Service``)."""
+    if port_in_use(host, port):
+        raise ServerError(f"port {host}:{port} is already in use by another process")
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    cmd = [bentoml, "serve", target, "--host", host, "--port", str(port)]
+    return start_process(cmd, f"http://{host}:{port}", env, log_path, cwd)
 
 
 def wait_ready(server: ServerProcess, timeout_s: float) -> float:

@@ -97,7 +97,7 @@ def local_deployment(
     """
     api_key = serving.ensure_api_key()
     state_path = serving.state_dir / STATE_FILE
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    state = local_state(serving.state_dir)
     version = str(bento["model_version"])
     entry = {"model_tag": bento["model_tag"], "model_version": version}
     previous_aliases = read_aliases(serving.alias_file)
