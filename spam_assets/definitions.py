@@ -7,12 +7,13 @@ from pathlib import Path
 
 import dagster as dg
 
+from spam_assets.defs.monitoring.jobs import NOT_TRAINING
 from spam_serving.settings import get_settings
 
 #: Every asset of the training chain; ``make run`` and the retrain path materialize this.
 spam_pipeline = dg.define_asset_job(
     "spam_pipeline",
-    selection=dg.AssetSelection.all(),
+    selection=dg.AssetSelection.all() - NOT_TRAINING,
     description="raw corpus -> parsed -> splits -> features -> tuned model -> evaluation -> ONNX",
 )
 

@@ -25,7 +25,7 @@ from bentoml._internal.marshal.dispatcher import CorkDispatcher
 
 from spam_serving import metrics
 from spam_serving.model_bundle import ModelBundle
-from spam_serving.model_store import bundle_dir_for, read_aliases
+from spam_serving.model_store import bundle_dir_for, read_aliases, read_canary
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,8 @@ class ModelRouter:
         self.last_error: str | None = None
         self._signature: tuple | None = None
         self.retired: list[LiveModel] = []
+        #: share of production traffic for the challenger, from the alias file (None: unset)
+        self.canary_fraction: float | None = None
 
     @property
     def ready(self) -> bool:
@@ -141,6 +143,8 @@ class ModelRouter:
     def refresh(self) -> list[str]:
         """Load models whose alias entry changed; returns the aliases swapped (blocking)."""
         self._signature = self._file_signature()
+        fraction = read_canary(self.alias_file).get("fraction")
+        self.canary_fraction = float(fraction) if isinstance(fraction, int | float) else None
         swapped = []
         loaded: dict[str, LiveModel] = {}
         for alias, entry in self._entries().items():

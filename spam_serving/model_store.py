@@ -78,14 +78,31 @@ def read_aliases(alias_file: Path) -> dict[str, dict]:
     return {k: v for k, v in data.get("aliases", {}).items() if isinstance(v, dict)}
 
 
-def write_aliases(alias_file: Path, aliases: dict[str, dict]) -> None:
+def read_canary(alias_file: Path) -> dict:
+    """The canary state stored beside the aliases (``{}`` when no canary is running).
+
+    ``fraction`` is the share of production traffic the challenger answers; the service reads
+    it on every alias poll, so a rollout stage or a rollback needs no restart."""
+    try:
+        data = json.loads(Path(alias_file).read_text())
+    except FileNotFoundError:
+        return {}
+    canary = data.get("canary")
+    return canary if isinstance(canary, dict) else {}
+
+
+def write_aliases(alias_file: Path, aliases: dict[str, dict], canary: dict | None = None) -> None:
     """Atomic replace, so a polling service never reads half a file."""
     alias_file = Path(alias_file)
     alias_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = alias_file.with_name(f".{alias_file.name}.{os.getpid()}.tmp")
     tmp.write_text(
         json.dumps(
-            {"aliases": aliases, "updated_at": datetime.now(UTC).isoformat()},
+            {
+                "aliases": aliases,
+                "canary": canary or {},
+                "updated_at": datetime.now(UTC).isoformat(),
+            },
             indent=2,
             sort_keys=True,
         )

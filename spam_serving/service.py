@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 SETTINGS = get_settings()
 ASYNC_CHUNK = 100
 #: The featurizer's structural block (its first columns): what drift monitoring reads.
+CANARY_ENV = "production-canary"
 LOG_NUMERIC_COLUMNS = tuple("num_" + n for n in NUMERIC_FEATURES)
 N_NUMERIC = len(NUMERIC_FEATURES)
 
@@ -208,10 +209,23 @@ class SpamClassifier:
         env, live = self._route(ctx)
         if live is None:
             return self._not_ready(ctx)
+        inline = len(messages) == 1
         try:
-            results = await self._predict(live, env, messages, endpoint, inline=len(messages) == 1)
+            results = await self._predict(live, env, messages, endpoint, inline)
         except Overloaded as exc:
             return _fail(ctx, 503, str(exc))
+        except Exception:
+            if env != CANARY_ENV:
+                raise
+            # a failing canary must not fail the request: the champion answers, and the
+            # fallback is logged so the canary controller sees the challenger's error rate
+            logger.exception("canary model v%s failed; champion answers", live.version)
+            metrics.ERRORS.labels("canary_failure").inc()
+            failed, env, live = live.version, "production", self.router.models["champion"]
+            try:
+                results = await self._predict(live, env, messages, endpoint, inline, failed)
+            except Overloaded as exc:
+                return _fail(ctx, 503, str(exc))
         return _json(ctx, body(env, live, results))
 
     def _route(self, ctx: bentoml.Context) -> tuple[str, LiveModel | None]:
@@ -219,11 +233,13 @@ class SpamClassifier:
         to the challenger when it differs from the champion."""
         env = ctx.request.state.environment
         live = self.router.models.get(ENVIRONMENTS[env])
-        fraction = self.settings.canary_fraction
+        fraction = self.router.canary_fraction
+        if fraction is None:
+            fraction = self.settings.canary_fraction
         if env == "production" and fraction > 0 and random.random() < fraction:
             challenger = self.router.models.get("challenger")
             if challenger is not None and live is not None and challenger.entry != live.entry:
-                return "production-canary", challenger
+                return CANARY_ENV, challenger
         return env, live
 
     def _not_ready(self, ctx: bentoml.Context) -> JSONResponse:
@@ -233,7 +249,13 @@ class SpamClassifier:
         return _fail(ctx, 503, reason)
 
     async def _predict(
-        self, live: LiveModel, env: str, messages: list[MessageIn], endpoint: str, inline: bool
+        self,
+        live: LiveModel,
+        env: str,
+        messages: list[MessageIn],
+        endpoint: str,
+        inline: bool,
+        fallback_from: str | None = None,
     ) -> list[dict]:
         start = time.perf_counter()
         if inline:
@@ -266,7 +288,19 @@ class SpamClassifier:
             results.append(result)
             labels[label] += 1
             metrics.SPAM_PROBABILITY.labels(live.version).observe(float(score))
-            self._log(now, pid, endpoint, env, live, msg, x[i], float(score), label, latency)
+            self._log(
+                now,
+                pid,
+                endpoint,
+                env,
+                live,
+                msg,
+                x[i],
+                float(score),
+                label,
+                latency,
+                fallback_from,
+            )
         for label, n in labels.items():
             metrics.PREDICTIONS.labels(label, live.version, env).inc(n)
         metrics.LATENCY.labels(endpoint, live.version).observe(latency)
@@ -284,6 +318,7 @@ class SpamClassifier:
         score: float,
         label: str,
         latency: float,
+        fallback_from: str | None,
     ) -> None:
         record = {
             "ts": now,
@@ -296,6 +331,8 @@ class SpamClassifier:
             "threshold": live.threshold,
             "latency_ms": latency * 1000.0,
             "parse_error": msg.parse_error,
+            "sender_domain": msg.sender_domain,
+            "fallback_from": fallback_from,
             **dict(zip(LOG_NUMERIC_COLUMNS, row[:N_NUMERIC].tolist(), strict=True)),
         }
         if self.settings.log_messages:

@@ -107,6 +107,37 @@ class SpamSettings(BaseSettings):
     log_queue_size: int = Field(100_000, description="Inference log: rows queued, then drop.")
     log_messages: bool = Field(True, description="Keep parsed messages in the log (retraining).")
 
+    # monitoring and the retraining loop (DESIGN.md section 2 defaults)
+    monitoring_start: str = Field(
+        "2026-01-01-00:00", description="First hourly partition of inference_log/drift_report."
+    )
+    drift_window_hours: int = Field(24, description="Hours of traffic a drift report covers.")
+    drift_min_predictions: int = Field(200, description="Fewer predictions: no drift verdict.")
+    drift_score_psi: float = Field(0.2, description="Retrain when score PSI reaches this.")
+    drift_feature_psi: float = Field(0.2, description="A feature drifted at this PSI.")
+    drift_share: float = Field(0.3, description="Retrain when more features than this drift.")
+    drift_html_max_rows: int = Field(
+        50_000, description="Rows sampled into Evidently's HTML report (our numbers use all)."
+    )
+    feedback_accuracy_floor: float = Field(0.9, description="Retrain below this accuracy.")
+    feedback_min_count: int = Field(50, description="Labels needed before accuracy counts.")
+    feedback_lookback_hours: int = Field(
+        24 * 30, description="Labelled traffic of this many hours joins the retraining data."
+    )
+    retrain_cooldown_hours: float = Field(6.0, description="No second retrain within this.")
+    alert_webhook_url: str | None = Field(None, description="JSON POST target for alerts.")
+    alert_timeout_s: float = 5.0
+    alert_retries: int = 3
+    canary_stages: list[float] = Field(
+        default_factory=lambda: [0.1, 0.5, 1.0],
+        description="Production share of a retrained model, stage by stage (JSON list).",
+    )
+    canary_min_requests: int = Field(200, description="Requests per side before judging.")
+    canary_min_feedback: int = Field(30, description="Labels per side before comparing.")
+    canary_max_error_rate_increase: float = 0.01
+    canary_max_latency_ratio: float = 1.5
+    canary_max_accuracy_drop: float = 0.02
+
     @property
     def serving_dir(self) -> Path:
         """Alias file, API key file and the serving pid/state of the local deployment."""
@@ -123,6 +154,11 @@ class SpamSettings(BaseSettings):
     @property
     def inference_log_dir(self) -> Path:
         return self.home / "inference_log"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Drift reports (Evidently HTML + our JSON), one per materialized partition."""
+        return self.home / "reports"
 
     @property
     def bentoml_home(self) -> Path:

@@ -45,6 +45,8 @@ def test_empty_corpus(spam_env, monkeypatch, instance, tmp_path):
 def test_corpus_without_newer_period(spam_env, monkeypatch, instance, tmp_path, shared_tgz):
     only_old = write_apache_tarballs(tmp_path / "c", {"easy-ham-1": 10, "spam-1": 6}, shared_tgz)
     set_sources(monkeypatch, [str(p) for p in only_old])
-    result = run_assets(instance, ["raw_corpus", "parsed_messages", "dataset_splits"])
+    result = run_assets(
+        instance, ["raw_corpus", "parsed_messages", "labelled_feedback", "dataset_splits"]
+    )
     assert not result.success
     assert "split(s) ['test'] are empty" in failure_messages(result)

@@ -38,6 +38,8 @@ ALL_ASSETS = {
     "onnx_model",
     "bento",
     "local_deployment",
+    "labelled_feedback",
+    "drift_reference",
 }
 PARSED_COLUMNS = {
     "message_id",

@@ -165,6 +165,81 @@ class ServingResource(dg.ConfigurableResource):
         }
 
 
+class MonitoringResource(dg.ConfigurableResource):
+    """Drift thresholds, feedback floors, canary policy and alerting; filled from
+    :class:`SpamSettings` (no defaults here, so one place owns them)."""
+
+    inference_log_dir: str
+    monitoring_dir: str
+    reports_dir: str
+    window_hours: int
+    min_predictions: int
+    score_psi: float
+    feature_psi: float
+    drift_share: float
+    html_max_rows: int
+    accuracy_floor: float
+    feedback_min_count: int
+    feedback_lookback_hours: int
+    retrain_cooldown_hours: float
+    alert_webhook_url: str | None
+    alert_timeout_s: float
+    alert_retries: int
+    canary_stages: list[float]
+    canary_min_requests: int
+    canary_min_feedback: int
+    canary_max_error_rate_increase: float
+    canary_max_latency_ratio: float
+    canary_max_accuracy_drop: float
+
+    @property
+    def log_root(self) -> Path:
+        return Path(self.inference_log_dir)
+
+    @property
+    def partitions_dir(self) -> Path:
+        return Path(self.monitoring_dir) / "inference_log"
+
+    @property
+    def reference_dir(self) -> Path:
+        return Path(self.monitoring_dir) / "reference"
+
+    def thresholds(self):
+        from spam_assets.lib.drift import RetrainThresholds
+
+        return RetrainThresholds(
+            score_psi=self.score_psi,
+            drift_share=self.drift_share,
+            accuracy_floor=self.accuracy_floor,
+            min_feedback=self.feedback_min_count,
+            min_predictions=self.min_predictions,
+        )
+
+    def canary_policy(self):
+        from spam_assets.lib.canary import CanaryPolicy
+
+        return CanaryPolicy(
+            stages=tuple(self.canary_stages),
+            min_requests=self.canary_min_requests,
+            min_feedback=self.canary_min_feedback,
+            max_error_rate_increase=self.canary_max_error_rate_increase,
+            max_latency_ratio=self.canary_max_latency_ratio,
+            max_accuracy_drop=self.canary_max_accuracy_drop,
+        )
+
+    def alert(self, kind: str, summary: str, details: dict):
+        from spam_assets.lib.alerts import post_alert
+
+        return post_alert(
+            self.alert_webhook_url,
+            kind,
+            summary,
+            details,
+            timeout_s=self.alert_timeout_s,
+            retries=self.alert_retries,
+        )
+
+
 def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None) -> str:
     """Create the experiment with an explicit artifact root (SQLite's default is ``./mlruns``)."""
     import mlflow
@@ -306,6 +381,30 @@ def build_resources(settings: SpamSettings | None = None) -> dict[str, object]:
             port=s.serve_port,
             workers=s.serve_workers,
             api_keys_file=str(s.api_keys_file or s.default_api_keys_file),
+        ),
+        "monitoring": MonitoringResource(
+            inference_log_dir=str(s.inference_log_dir),
+            monitoring_dir=str(s.data_dir / "monitoring"),
+            reports_dir=str(s.reports_dir),
+            window_hours=s.drift_window_hours,
+            min_predictions=s.drift_min_predictions,
+            score_psi=s.drift_score_psi,
+            feature_psi=s.drift_feature_psi,
+            drift_share=s.drift_share,
+            html_max_rows=s.drift_html_max_rows,
+            accuracy_floor=s.feedback_accuracy_floor,
+            feedback_min_count=s.feedback_min_count,
+            feedback_lookback_hours=s.feedback_lookback_hours,
+            retrain_cooldown_hours=s.retrain_cooldown_hours,
+            alert_webhook_url=s.alert_webhook_url,
+            alert_timeout_s=s.alert_timeout_s,
+            alert_retries=s.alert_retries,
+            canary_stages=list(s.canary_stages),
+            canary_min_requests=s.canary_min_requests,
+            canary_min_feedback=s.canary_min_feedback,
+            canary_max_error_rate_increase=s.canary_max_error_rate_increase,
+            canary_max_latency_ratio=s.canary_max_latency_ratio,
+            canary_max_accuracy_drop=s.canary_max_accuracy_drop,
         ),
     }
 

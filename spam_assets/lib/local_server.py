@@ -121,8 +121,12 @@ def wait_ready(server: ServerProcess, timeout_s: float) -> float:
     raise ServerError(f"server not ready after {timeout_s:.0f}s:\n{server.log_tail()}")
 
 
-def smoke_test(url: str, api_key: str, expect_version: str, environment: str) -> dict:
-    """One real prediction; the answer must come from ``expect_version``."""
+def smoke_test(
+    url: str, api_key: str, expect_version: str | tuple[str, ...], environment: str
+) -> dict:
+    """One real prediction; the answer must come from ``expect_version`` (or one of them:
+    during a canary, production is answered by either side)."""
+    expected = {expect_version} if isinstance(expect_version, str) else set(expect_version)
     resp = requests.post(
         f"{url}/predict",
         json=SMOKE_MESSAGE,
@@ -132,7 +136,7 @@ def smoke_test(url: str, api_key: str, expect_version: str, environment: str) ->
     if resp.status_code != 200:
         raise ServerError(f"smoke prediction ({environment}): HTTP {resp.status_code} {resp.text}")
     body = resp.json()
-    if body.get("model_version") != str(expect_version):
+    if body.get("model_version") not in expected:
         raise ServerError(
             f"smoke prediction ({environment}) answered by model v{body.get('model_version')}, "
             f"expected v{expect_version}"

@@ -5,6 +5,10 @@ Protocol (DESIGN.md section 4): groups ending in ``-1`` are the older period (tr
 delivery time: older half to train, newer half to test. Validation is the newest
 ``validation_fraction`` of every training group, so threshold choice and early stopping see the
 most recent data (the spam share drifts from ~15% to ~44% between periods).
+
+Retraining adds labelled live traffic as the ``feedback`` group: it is training data only, and
+a corpus message with the same content is replaced by it (the feedback label is the newer
+truth; a test copy leaves the test set, so nothing trained on is ever scored as held out).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import pandas as pd
 from spam_serving.parsing import FIELD_NAMES, parse_message
 
 SPLITS = ("train", "validation", "test")
+#: Labelled live traffic (``labelled_feedback``): always training data, newest slice validation.
+FEEDBACK_GROUP = "feedback"
 
 
 def parse_raw_table(raw: pd.DataFrame) -> pd.DataFrame:
@@ -56,6 +62,25 @@ def deduplicate(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     }
 
 
+def merge_feedback(parsed: pd.DataFrame, feedback: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Corpus rows plus labelled feedback rows; corpus copies of feedback content dropped."""
+    if feedback is None or feedback.empty:
+        return parsed, {"feedback_rows": 0, "corpus_rows_replaced": 0}
+    fb = feedback.drop_duplicates("content_hash", keep="last")
+    replaced = parsed["content_hash"].isin(set(fb["content_hash"]))
+    merged = pd.concat([parsed[~replaced], fb], ignore_index=True)
+    for col in ("sent_at", "received_at"):
+        merged[col] = pd.to_datetime(merged[col], utc=True)
+    return merged, {
+        "feedback_rows": len(fb),
+        "feedback_spam": int(fb["label"].sum()),
+        "corpus_rows_replaced": int(replaced.sum()),
+        "replaced_by_group": {
+            str(k): int(v) for k, v in parsed[replaced].groupby("group").size().items()
+        },
+    }
+
+
 def assign_splits(df: pd.DataFrame, validation_fraction: float) -> pd.DataFrame:
     """Add a ``split`` column per the protocol above. Deterministic for the same input."""
     if not 0.0 < validation_fraction < 1.0:
@@ -68,7 +93,7 @@ def assign_splits(df: pd.DataFrame, validation_fraction: float) -> pd.DataFrame:
         if group.endswith("-2"):
             split[part.index] = "test"
             continue
-        if not group.endswith("-1") or group.startswith("hard-ham"):
+        if group != FEEDBACK_GROUP and (not group.endswith("-1") or group.startswith("hard-ham")):
             half = len(part) // 2
             split[part.index[half:]] = "test"
             part = part.iloc[:half]

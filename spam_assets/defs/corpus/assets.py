@@ -10,7 +10,13 @@ import pandas as pd
 
 from spam_assets.defs.resources import CorpusResource, ModelPolicy, StorageResource
 from spam_assets.lib.corpus_sources import CorpusError, read_sources
-from spam_assets.lib.splits import SPLITS, assign_splits, deduplicate, parse_raw_table
+from spam_assets.lib.splits import (
+    SPLITS,
+    assign_splits,
+    deduplicate,
+    merge_feedback,
+    parse_raw_table,
+)
 
 RAW_FILE = "messages.parquet"
 MANIFEST_FILE = "manifest.json"
@@ -124,8 +130,13 @@ def parsed_messages(
     kinds={"parquet"},
     description="Time-based split: -1 sets train (newest slice = validation), -2 sets test.",
 )
-def dataset_splits(parsed_messages: pd.DataFrame, policy: ModelPolicy) -> dg.Output[pd.DataFrame]:
-    df = assign_splits(parsed_messages, policy.validation_fraction)
+def dataset_splits(
+    parsed_messages: pd.DataFrame, labelled_feedback: pd.DataFrame, policy: ModelPolicy
+) -> dg.Output[pd.DataFrame]:
+    """Feedback rows (see ``labelled_feedback``) join training with their provenance columns
+    (``prediction_id``, ``served_model_version``, ``feedback_ts``)."""
+    merged, provenance = merge_feedback(parsed_messages, labelled_feedback)
+    df = assign_splits(merged, policy.validation_fraction)
     counts = df.groupby(["split", "label"]).size().unstack(fill_value=0)
     table = "| split | ham | spam | spam share |\n|---|---|---|---|\n" + "\n".join(
         f"| {s} | {int(counts.loc[s].get(0, 0))} | {int(counts.loc[s].get(1, 0))} | "
@@ -139,4 +150,12 @@ def dataset_splits(parsed_messages: pd.DataFrame, policy: ModelPolicy) -> dg.Out
             description=f"dataset_splits: split(s) {missing} are empty; the corpus needs older "
             "(-1) and newer (-2) groups, e.g. easy-ham-1/spam-1 and easy-ham-2/spam-2"
         )
-    return dg.Output(df, metadata={"splits": dg.MetadataValue.md(table)})
+    return dg.Output(
+        df,
+        metadata={
+            "splits": dg.MetadataValue.md(table),
+            "feedback_rows": provenance["feedback_rows"],
+            "corpus_rows_replaced_by_feedback": provenance["corpus_rows_replaced"],
+            "feedback_provenance": dg.MetadataValue.json(provenance),
+        },
+    )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from spam_assets.defs.resources import MlflowRegistry, ServingResource
+from spam_assets.defs.resources import MlflowRegistry, MonitoringResource, ServingResource
 from spam_assets.lib.local_server import (
     ServerError,
     pid_alive,
@@ -25,7 +25,7 @@ from spam_assets.lib.local_server import (
     wait_for_version,
     wait_ready,
 )
-from spam_serving.model_store import read_aliases, write_aliases
+from spam_serving.model_store import read_aliases, read_canary, write_aliases
 from spam_serving.settings import PROJECT_ROOT
 
 STATE_FILE = "local_deployment.json"
@@ -75,6 +75,10 @@ def bento(context: dg.AssetExecutionContext, onnx_model: dict, serving: ServingR
 class LocalDeploymentConfig(dg.Config):
     restart: bool = False
     """Restart the server even when only the model changed (default: hot swap)."""
+    strategy: str = "direct"
+    """``direct``: the new model serves everything and becomes champion at once (``make
+    run``). ``canary``: it becomes challenger and answers the first canary stage's share of
+    production; ``canary_rollout`` promotes or rolls it back (the retrain job uses this)."""
 
 
 @dg.asset(
@@ -88,6 +92,7 @@ def local_deployment(
     bento: dict,
     serving: ServingResource,
     registry: MlflowRegistry,
+    monitoring: MonitoringResource,
 ):
     """Serve ``bento``'s model under both aliases, smoke-test it, then move ``champion``.
 
@@ -101,15 +106,30 @@ def local_deployment(
     version = str(bento["model_version"])
     entry = {"model_tag": bento["model_tag"], "model_version": version}
     previous_aliases = read_aliases(serving.alias_file)
+    previous_canary = read_canary(serving.alias_file)
     running = bool(state) and pid_alive(state["pid"]) and state.get("port") == serving.port
     hot_swap = running and not config.restart and state.get("code_hash") == bento["code_hash"]
-
-    write_aliases(serving.alias_file, {"champion": entry, "challenger": entry})
+    if config.strategy not in ("direct", "canary"):
+        raise dg.Failure(description=f"local_deployment: unknown strategy {config.strategy!r}")
+    champion = previous_aliases.get("champion")
+    canary = config.strategy == "canary" and champion is not None
+    if canary and str(champion.get("model_version")) != version:
+        stage = monitoring.canary_stages[0]
+        canary_state = {
+            "version": version,
+            "champion_version": str(champion.get("model_version")),
+            "fraction": stage,
+            "started_at": datetime.now(UTC).isoformat(),
+        }
+        write_aliases(serving.alias_file, {"champion": champion, "challenger": entry}, canary_state)
+    else:
+        canary, canary_state = False, {}
+        write_aliases(serving.alias_file, {"champion": entry, "challenger": entry})
     try:
         if hot_swap:
-            mode, ready_s, pid = "hot-swap", 0.0, state["pid"]
+            mode, ready_s, pid = ("canary" if canary else "hot-swap"), 0.0, state["pid"]
             context.log.info(f"server pid {pid} runs the same code; swapping the model")
-            wait_for_version(serving.url, api_key, version, "production")
+            wait_for_version(serving.url, api_key, version, "staging" if canary else "production")
         else:
             if running:
                 context.log.info(f"stopping server pid {state['pid']} ({state['bento_tag']})")
@@ -133,11 +153,17 @@ def local_deployment(
             except ServerError:
                 stop_server(server.pid)
                 raise
-        smoke = smoke_test(serving.url, api_key, version, "production")
-        smoke_test(serving.url, api_key, version, "staging")
+        if canary:
+            smoke = smoke_test(serving.url, api_key, version, "staging")
+            smoke_test(
+                serving.url, api_key, (str(champion.get("model_version")), version), "production"
+            )
+        else:
+            smoke = smoke_test(serving.url, api_key, version, "production")
+            smoke_test(serving.url, api_key, version, "staging")
     except ServerError as exc:
         if previous_aliases:
-            write_aliases(serving.alias_file, previous_aliases)
+            write_aliases(serving.alias_file, previous_aliases, previous_canary)
         if running and not hot_swap and not pid_alive(state["pid"]):
             _restart_previous(context, serving, state)
         raise dg.Failure(
@@ -145,19 +171,29 @@ def local_deployment(
             metadata={"log": dg.MetadataValue.path(str(serving.state_dir / "bento.log"))},
         ) from exc
 
-    registry.client().set_registered_model_alias(registry.model_name, "champion", version)
+    if canary:
+        context.log.info(
+            f"model v{version} is the canary: {canary_state['fraction']:.0%} of production "
+            f"(champion stays v{canary_state['champion_version']}); canary_rollout decides"
+        )
+    else:
+        registry.client().set_registered_model_alias(registry.model_name, "champion", version)
     new_state = {
         "pid": pid,
         "port": serving.port,
         "url": serving.url,
         "bento_tag": bento["bento_tag"] if not hot_swap else state["bento_tag"],
         "code_hash": bento["code_hash"],
-        "model_version": version,
+        "model_version": canary_state.get("champion_version", version),
+        "canary": canary_state,
         "deployed_at": datetime.now(UTC).isoformat(),
     }
     state_path.write_text(json.dumps(new_state, indent=2))
     curl = try_it_command(serving.url, serving.api_keys_file)
-    context.log.info(f"model v{version} serving at {serving.url} ({mode}); champion -> v{version}")
+    if not canary:
+        context.log.info(
+            f"model v{version} serving at {serving.url} ({mode}); champion -> v{version}"
+        )
     return dg.Output(
         {**new_state, "mode": mode, "api_keys_file": serving.api_keys_file, "curl": curl},
         metadata={
@@ -166,6 +202,8 @@ def local_deployment(
             "model_version": version,
             "bento_tag": new_state["bento_tag"],
             "mode": mode,
+            "canary_fraction": canary_state.get("fraction", 0.0),
+            "champion_version": new_state["model_version"],
             "ready_seconds": round(ready_s, 2),
             "smoke_label": smoke["label"],
             "smoke_spam_probability": round(smoke["spam_probability"], 4),

@@ -20,7 +20,9 @@ from spam_assets.lib.metrics import (
     pr_curve_png,
     threshold_for_fpr,
 )
+from spam_assets.lib.monitoring import mcnemar
 from spam_assets.lib.onnx_export import booster_from_bytes, native_scores
+from spam_assets.lib.splits import FEEDBACK_GROUP
 from spam_assets.lib.tuning import train_booster
 from spam_serving.model_bundle import ModelBundle
 
@@ -156,10 +158,17 @@ def tuned_model(
 
 
 def champion_metrics(
-    registry: MlflowRegistry, test: pd.DataFrame, exclude_version: str, log
+    registry: MlflowRegistry,
+    test: pd.DataFrame,
+    exclude_version: str,
+    log,
+    challenger_pred: np.ndarray | None = None,
 ) -> dict | None:
     """Evaluate the model behind alias ``champion`` on the same test rows, with its own
-    featurizer and threshold (from its bundle). None when there is no champion yet."""
+    featurizer and threshold (from its bundle). None when there is no champion yet.
+
+    With ``challenger_pred`` (0/1 per test row, same order) it adds an exact McNemar test on
+    the paired predictions: a point difference in F1 on a few thousand messages can be noise."""
     client = registry.client()
     try:
         mv = client.get_model_version_by_alias(registry.model_name, CHAMPION)
@@ -184,7 +193,11 @@ def champion_metrics(
         bundle.threshold,
         {float(k): v for k, v in bundle.meta.get("fpr_thresholds", {}).items()},
     )
-    return {**metrics, "model_version": str(mv.version)}
+    out = {**metrics, "model_version": str(mv.version)}
+    if challenger_pred is not None:
+        champ_pred = (scores >= bundle.threshold).astype(int)
+        out["mcnemar"] = mcnemar(test["label"].to_numpy(), champ_pred, challenger_pred)
+    return out
 
 
 @dg.asset(
@@ -211,9 +224,21 @@ def model_evaluation(
         tuned_model["fpr_thresholds"],
     )
     test_rows = dataset_splits[dataset_splits["split"] == "test"]
-    champion = champion_metrics(registry, test_rows, tuned_model["model_version"], context.log)
+    pred = (scores >= tuned_model["threshold"]).astype(int)
+    champion = champion_metrics(
+        registry, test_rows, tuned_model["model_version"], context.log, pred
+    )
+    significance = champion["mcnemar"] if champion else None
 
+    n_feedback = sum(
+        g == FEEDBACK_GROUP
+        for part in ("train", "validation")
+        for g in feature_matrices[part]["group"]
+    )
     client = registry.client()
+    client.set_tag(tuned_model["run_id"], "n_feedback_train", str(n_feedback))
+    if significance:
+        client.log_metric(tuned_model["run_id"], "mcnemar_p_value", significance["p_value"])
     for key, value in metrics.items():
         if isinstance(value, int | float):
             client.log_metric(tuned_model["run_id"], f"test_{key}", float(value))
@@ -242,5 +267,16 @@ def model_evaluation(
             "confusion_matrix": dg.MetadataValue.md(confusion_markdown(metrics["confusion"])),
             "pr_curve": dg.MetadataValue.md(png_markdown(png, "PR curve")),
             "champion_version": champion["model_version"] if champion else "none",
+            "n_test": len(y),
+            "n_feedback_train": n_feedback,
+            **(
+                {
+                    "mcnemar_p_value": significance["p_value"],
+                    "only_challenger_correct": significance["b_only_correct"],
+                    "only_champion_correct": significance["a_only_correct"],
+                }
+                if significance
+                else {}
+            ),
         },
     )

@@ -1,0 +1,235 @@
+"""Monitoring stage: the prediction log as hourly partitions, the training reference, drift
+reports, and the labelled live traffic that retraining adds to the corpus."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from spam_assets.defs.features.assets import messages_of
+from spam_assets.defs.monitoring.partitions import HOURLY
+from spam_assets.defs.resources import MonitoringResource
+from spam_assets.lib.drift import dataset_drift, drifted_share, retrain_reasons
+from spam_assets.lib.drift_report import (
+    REFERENCE_SPLITS,
+    current_frame,
+    evidently_html,
+    reference_for,
+    with_derived_columns,
+)
+from spam_assets.lib.monitoring import (
+    NUMERIC_COLUMNS,
+    consolidate_partition,
+    feedback_metrics,
+    hours_between,
+    labelled_examples,
+    load_window,
+    partition_path,
+)
+from spam_serving.featurize import NUMERIC_FEATURES
+from spam_serving.model_bundle import ModelBundle
+from spam_serving.settings import get_settings
+
+
+def _hour(context: dg.AssetExecutionContext) -> datetime:
+    return context.partition_time_window.start.astimezone(UTC)
+
+
+@dg.asset(
+    group_name="monitoring",
+    partitions_def=HOURLY,
+    kinds={"parquet"},
+    description="One hour of the service's predictions, with the feedback labels known so far.",
+)
+def inference_log(
+    context: dg.AssetExecutionContext, monitoring: MonitoringResource
+) -> dg.MaterializeResult:
+    """Consolidates the hour's many small log parts into one file. Re-materializing an old
+    hour picks up feedback that arrived since (late labels); drift reports join feedback
+    fresh anyway, so they never depend on when this ran."""
+    hour = _hour(context)
+    path = partition_path(monitoring.partitions_dir, hour)
+    counts = consolidate_partition(monitoring.log_root, hour, path)
+    n = counts["n_predictions"]
+    context.log.info(f"{hour:%Y-%m-%d %H}:00 UTC: {n} predictions, {counts['n_feedback']} labels")
+    return dg.MaterializeResult(
+        metadata={
+            **{k: v for k, v in counts.items() if v is not None and k != "by_model_version"},
+            "by_model_version": dg.MetadataValue.json(counts["by_model_version"]),
+            "status": "no traffic in this hour" if n == 0 else "ok",
+            "path": dg.MetadataValue.path(str(path)),
+        }
+    )
+
+
+@dg.asset(
+    group_name="monitoring",
+    kinds={"parquet"},
+    description="Training-period features and model scores: what drift is measured against.",
+)
+def drift_reference(
+    context: dg.AssetExecutionContext,
+    dataset_splits: pd.DataFrame,
+    onnx_model: dict,
+    monitoring: MonitoringResource,
+) -> dg.MaterializeResult:
+    """Per model version, because score drift must compare a model with itself: the file for
+    v<N> holds the training rows' structural features and v<N>'s scores."""
+    rows = dataset_splits[dataset_splits["split"].isin(REFERENCE_SPLITS)]
+    bundle = ModelBundle.load(onnx_model["bundle_path"])
+    msgs = messages_of(rows)
+    x = bundle.featurizer.transform(msgs)
+    ref = pd.DataFrame(x[:, : len(NUMERIC_FEATURES)], columns=list(NUMERIC_COLUMNS))
+    ref["score"] = bundle.predict_matrix(x)
+    ref["split"] = rows["split"].to_numpy()
+    ref["true_label"] = np.where(rows["label"].to_numpy() == 1, "spam", "ham")
+    ref["sender_domain"] = rows["sender_domain"].fillna("").to_numpy()
+    version = str(onnx_model["model_version"])
+    path = monitoring.reference_dir / f"v{version}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    ref.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    context.log.info(f"drift reference for v{version}: {len(ref)} rows")
+    return dg.MaterializeResult(
+        metadata={
+            "model_version": version,
+            "rows": len(ref),
+            "spam_share": float((ref["true_label"] == "spam").mean()),
+            "path": dg.MetadataValue.path(str(path)),
+        }
+    )
+
+
+@dg.asset(
+    group_name="monitoring",
+    partitions_def=HOURLY,
+    deps=[
+        dg.AssetDep(
+            inference_log,
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-(get_settings().drift_window_hours - 1)
+            ),
+        ),
+        drift_reference,
+    ],
+    kinds={"evidently"},
+    description="Drift of the window ending at this hour against the training reference.",
+)
+def drift_report(
+    context: dg.AssetExecutionContext, monitoring: MonitoringResource
+) -> dg.MaterializeResult:
+    """PSI + KS per numeric feature, PSI + chi-square per categorical one, score drift against
+    the serving model's own reference scores, and feedback accuracy/F1/ham FPR. The headline
+    numbers are metadata (plotted over partitions in the UI) and are what the retrain sensor
+    reads; Evidently renders the HTML a human opens."""
+    end = _hour(context)
+    hours = hours_between(end - timedelta(hours=monitoring.window_hours - 1), end)
+    window, raw_hours = load_window(monitoring.log_root, monitoring.partitions_dir, hours)
+    window_text = f"{hours[0]:%Y-%m-%d %H}:00 .. {end:%Y-%m-%d %H}:59 UTC"
+    fb = feedback_metrics(window)
+    base = {
+        "window": window_text,
+        "n_predictions": len(window),
+        "n_feedback": fb["n_feedback"],
+        "hours_read_from_raw_log": raw_hours,
+    }
+    if len(window) < monitoring.min_predictions:
+        context.log.info(f"{len(window)} predictions in {window_text}: no drift verdict")
+        return dg.MaterializeResult(
+            metadata={
+                **base,
+                "status": f"insufficient traffic (< {monitoring.min_predictions} predictions)",
+                "retrain_recommended": False,
+            }
+        )
+    version, ref = reference_for(monitoring.reference_dir, window)
+    current = with_derived_columns(current_frame(window))
+    reference = with_derived_columns(ref)
+    columns = [*NUMERIC_COLUMNS, "sender_tld"]
+    features = dataset_drift(
+        reference, current, columns, monitoring.feature_psi, categorical={"sender_tld"}
+    )
+    served = current[current["model_version"].astype(str) == version]
+    score_ref = reference[reference["split"] == "validation"]
+    score = dataset_drift(score_ref, served, ["score"], monitoring.score_psi)[0]
+    share = drifted_share(features)
+    summary = {
+        **base,
+        "score_psi": score.psi,
+        "drifted_share": share,
+        "feedback_accuracy": fb["accuracy"],
+    }
+    reasons, account = retrain_reasons(summary, monitoring.thresholds())
+
+    report_dir = monitoring.reports_dir
+    stem = f"drift-{context.partition_key}"
+    html = evidently_html(
+        reference[[*columns, "score"]],
+        current[[*columns, "score"]],
+        monitoring.html_max_rows,
+        f"{report_dir}/{stem}.html",
+    )
+    table = pd.DataFrame([f.to_dict() for f in [score, *features]]).sort_values(
+        "psi", ascending=False
+    )
+    json_path = f"{report_dir}/{stem}.json"
+    with open(json_path, "w") as f:
+        json.dump(
+            {**summary, "reasons": reasons, "columns": table.to_dict("records")}, f, default=str
+        )
+    top = table.head(10)[["column", "kind", "psi", "ks_statistic", "p_value", "drifted"]]
+    metadata = {
+        **base,
+        "status": "ok",
+        "model_version": version,
+        "score_psi": round(score.psi, 6),
+        "score_ks": round(score.ks_statistic or 0.0, 6),
+        "drifted_share": round(share, 4),
+        "n_drifted_features": sum(f.drifted for f in features),
+        "max_feature_psi": round(max(f.psi for f in features), 6),
+        "predicted_spam_share": float((current["label"] == "spam").mean()),
+        "reference_spam_share": float((score_ref["true_label"] == "spam").mean()),
+        "retrain_recommended": bool(reasons),
+        "reasons": "; ".join(reasons) or f"none: {account}",
+        "top_drifted": dg.MetadataValue.md(top.round(4).to_markdown(index=False)),
+        "evidently_report": dg.MetadataValue.path(html),
+        "report_url": dg.MetadataValue.url(f"file://{html}"),
+        "report_json": dg.MetadataValue.path(json_path),
+    }
+    for key in ("accuracy", "f1", "ham_fpr"):
+        if fb[key] is not None:
+            metadata[f"feedback_{key}"] = round(fb[key], 6)
+    context.log.info(f"drift {window_text}: {metadata['reasons']}")
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    group_name="monitoring",
+    kinds={"parquet"},
+    description="Live messages with a /feedback label: added to training by the retrain job.",
+)
+def labelled_feedback(
+    context: dg.AssetExecutionContext, monitoring: MonitoringResource
+) -> dg.Output[pd.DataFrame]:
+    """Messages the service logged (``SPAM_LOG_MESSAGES``) whose true label came back, from
+    the last ``feedback_lookback_hours``; provenance per row (prediction id, the version
+    that served it, when the label arrived)."""
+    since = datetime.now(UTC) - timedelta(hours=monitoring.feedback_lookback_hours)
+    df = labelled_examples(monitoring.log_root, since)
+    versions = df["served_model_version"].value_counts().to_dict() if len(df) else {}
+    context.log.info(f"{len(df)} labelled live messages since {since:%Y-%m-%d %H:%M} UTC")
+    return dg.Output(
+        df,
+        metadata={
+            "rows": len(df),
+            "spam": int(df["label"].sum()) if len(df) else 0,
+            "since": since.isoformat(timespec="minutes"),
+            "served_by_version": dg.MetadataValue.json(
+                {str(k): int(v) for k, v in versions.items()}
+            ),
+            "newest_feedback": str(df["feedback_ts"].max()) if len(df) else "none",
+        },
+    )

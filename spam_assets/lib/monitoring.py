@@ -1,0 +1,219 @@
+"""Reading the service's prediction/feedback logs for monitoring and retraining.
+
+The service writes ``predictions`` and ``feedback`` as hourly Parquet parts (see
+``spam_serving.inference_log``). Feedback arrives late: a label for a prediction made at 10:00
+may come at 15:00, so feedback is always joined from every feedback hour between the
+prediction's hour and now, never only from the same hour.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from scipy import stats
+
+from spam_serving.featurize import NUMERIC_FEATURES
+from spam_serving.inference_log import FEEDBACK, PREDICTIONS, read_log
+from spam_serving.parsing import FIELD_NAMES
+
+NUMERIC_COLUMNS = tuple("num_" + n for n in NUMERIC_FEATURES)
+#: Columns a consolidated inference-log partition keeps (``message`` only for retraining).
+PARTITION_COLUMNS = (
+    "ts",
+    "prediction_id",
+    "endpoint",
+    "environment",
+    "model_version",
+    "score",
+    "label",
+    "threshold",
+    "latency_ms",
+    "parse_error",
+    "sender_domain",
+    "fallback_from",
+    *NUMERIC_COLUMNS,
+)
+
+
+def hour_floor(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def hours_between(start: datetime, end: datetime) -> list[datetime]:
+    """Every UTC hour from ``start``'s hour to ``end``'s hour, inclusive."""
+    h, last, out = hour_floor(start), hour_floor(end), []
+    while h <= last:
+        out.append(h)
+        h += timedelta(hours=1)
+    return out
+
+
+def _frame(table: pa.Table) -> pd.DataFrame:
+    return table.to_pandas() if table.num_columns else pd.DataFrame()
+
+
+def read_predictions(root: Path, hours: Iterable[datetime], with_messages: bool = False):
+    """Prediction rows of the given hours (empty frame with the known columns when none)."""
+    table = read_log(root, PREDICTIONS, list(hours))
+    df = _frame(table)
+    if df.empty:
+        return pd.DataFrame(columns=[*PARTITION_COLUMNS, *(["message"] if with_messages else [])])
+    keep = [c for c in PARTITION_COLUMNS if c in df.columns]
+    if with_messages and "message" in df.columns:
+        keep.append("message")
+    return df[keep]
+
+
+def read_feedback(root: Path, since: datetime, until: datetime | None = None) -> pd.DataFrame:
+    """Latest feedback label per prediction id, from ``since``'s hour up to ``until`` (now).
+
+    A prediction corrected twice keeps the most recent label (users fix mistakes)."""
+    hours = hours_between(since, until or datetime.now(UTC))
+    df = _frame(read_log(root, FEEDBACK, hours))
+    if df.empty:
+        return pd.DataFrame(columns=["prediction_id", "true_label", "feedback_ts"])
+    df = df.sort_values("ts").drop_duplicates("prediction_id", keep="last")
+    return df.rename(columns={"label": "true_label", "ts": "feedback_ts"})[
+        ["prediction_id", "true_label", "feedback_ts"]
+    ]
+
+
+def join_feedback(predictions: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
+    """Predictions with ``true_label`` (None when no feedback yet)."""
+    if predictions.empty:
+        return predictions.assign(true_label=pd.Series(dtype=object))
+    return predictions.merge(feedback, on="prediction_id", how="left")
+
+
+def feedback_metrics(df: pd.DataFrame) -> dict:
+    """Accuracy, F1 (spam positive) and ham FPR of the served labels on labelled rows."""
+    labelled = df[df["true_label"].notna()] if "true_label" in df else df.iloc[:0]
+    n = len(labelled)
+    if n == 0:
+        return {"n_feedback": 0, "accuracy": None, "f1": None, "ham_fpr": None}
+    y = (labelled["true_label"] == "spam").to_numpy()
+    p = (labelled["label"] == "spam").to_numpy()
+    tp, fp, fn = int((y & p).sum()), int((~y & p).sum()), int((y & ~p).sum())
+    n_ham = int((~y).sum())
+    return {
+        "n_feedback": n,
+        "accuracy": float((y == p).mean()),
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None,
+        "ham_fpr": fp / n_ham if n_ham else None,
+    }
+
+
+def consolidate_partition(root: Path, hour: datetime, out_path: Path) -> dict:
+    """Write one hour of predictions (+ feedback known so far) as one Parquet file.
+
+    Returns counts for the asset metadata. An hour with no traffic writes an empty file with
+    the schema, so "no traffic" and "never materialized" stay distinguishable.
+    """
+    preds = read_predictions(root, [hour])
+    joined = join_feedback(preds, read_feedback(root, hour))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    joined.to_parquet(tmp, index=False)
+    tmp.replace(out_path)
+    by_version = joined.groupby("model_version").size().to_dict() if len(joined) else {}
+    return {
+        "n_predictions": len(joined),
+        "n_feedback": int(joined["true_label"].notna().sum()) if len(joined) else 0,
+        "n_spam_predicted": int((joined["label"] == "spam").sum()) if len(joined) else 0,
+        "mean_score": float(joined["score"].mean()) if len(joined) else None,
+        "p99_latency_ms": float(joined["latency_ms"].quantile(0.99)) if len(joined) else None,
+        "by_model_version": {str(k): int(v) for k, v in by_version.items()},
+    }
+
+
+def load_window(
+    root: Path, partitions_dir: Path, hours: list[datetime]
+) -> tuple[pd.DataFrame, int]:
+    """Predictions of the window's hours with feedback joined fresh (late labels count).
+
+    Consolidated partitions are used when present; hours never consolidated are read from
+    the raw log directly. Returns the frame and how many hours came from the raw log.
+    """
+    parts, raw_hours = [], []
+    for h in hours:
+        path = partition_path(partitions_dir, h)
+        if path.exists():
+            parts.append(pq.read_table(path).to_pandas())
+        else:
+            raw_hours.append(h)
+    if raw_hours:
+        parts.append(read_predictions(root, raw_hours))
+    parts = [p.drop(columns=["true_label", "feedback_ts"], errors="ignore") for p in parts]
+    parts = [p for p in parts if len(p)]
+    preds = pd.concat(parts, ignore_index=True) if parts else read_predictions(root, [])
+    return join_feedback(preds, read_feedback(root, hours[0])), len(raw_hours)
+
+
+def partition_path(partitions_dir: Path, hour: datetime) -> Path:
+    return Path(partitions_dir) / f"{hour:%Y-%m-%d-%H}.parquet"
+
+
+def labelled_examples(root: Path, since: datetime) -> pd.DataFrame:
+    """Messages with a feedback label, as rows shaped like ``parsed_messages``.
+
+    Provenance columns: ``prediction_id``, ``served_model_version``, ``predicted_at``,
+    ``feedback_ts``. Duplicate content keeps the newest feedback (the latest truth).
+    """
+    hours = hours_between(since, datetime.now(UTC))
+    preds = read_predictions(root, hours, with_messages=True)
+    columns = [
+        "message_id",
+        "group",
+        "label",
+        "sha256",
+        *FIELD_NAMES,
+        "prediction_id",
+        "served_model_version",
+        "predicted_at",
+        "feedback_ts",
+    ]
+    if preds.empty or "message" not in preds.columns:
+        return pd.DataFrame(columns=columns)
+    joined = join_feedback(preds, read_feedback(root, since))
+    joined = joined[joined["true_label"].notna() & joined["message"].notna()]
+    if joined.empty:
+        return pd.DataFrame(columns=columns)
+    records = []
+    for row in joined.itertuples(index=False):
+        rec = json.loads(row.message)
+        rec.update(
+            message_id=f"feedback/{row.prediction_id}",
+            group="feedback",
+            label=int(row.true_label == "spam"),
+            sha256=rec.get("content_hash", ""),
+            prediction_id=row.prediction_id,
+            served_model_version=str(row.model_version),
+            predicted_at=row.ts,
+            feedback_ts=row.feedback_ts,
+        )
+        records.append(rec)
+    df = pd.DataFrame.from_records(records).reindex(columns=columns)
+    for col in ("sent_at", "received_at"):
+        df[col] = pd.to_datetime(df[col], utc=True, errors="coerce")
+    df = df.sort_values("feedback_ts").drop_duplicates("content_hash", keep="last")
+    return df.sort_values("message_id").reset_index(drop=True)
+
+
+def mcnemar(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict:
+    """Exact McNemar test on paired predictions: does B's error rate differ from A's?
+
+    ``b_only_correct``/``a_only_correct`` are the discordant pairs; the p-value is the
+    two-sided binomial test on them (exact, valid for small counts).
+    """
+    y, a, b = (np.asarray(v).astype(int) for v in (y_true, pred_a, pred_b))
+    a_ok, b_ok = a == y, b == y
+    n01, n10 = int((~a_ok & b_ok).sum()), int((a_ok & ~b_ok).sum())
+    p = float(stats.binomtest(n01, n01 + n10, 0.5).pvalue) if n01 + n10 else 1.0
+    return {"b_only_correct": n01, "a_only_correct": n10, "p_value": p}
