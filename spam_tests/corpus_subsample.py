@@ -58,13 +58,21 @@ def write_apache_tarballs(
 ) -> list[Path]:
     """Write one Apache-layout ``.tar.bz2`` per group; returns their paths."""
     mirror = read_mirror(tgz)
+    return write_tarballs(
+        out_dir,
+        {g: stratified(mirror[g], n) for g, n in (per_group or DEFAULT_PER_GROUP).items()},
+    )
+
+
+def write_tarballs(out_dir: Path, messages: dict[str, list[tuple[str, bytes]]]) -> list[Path]:
+    """One Apache-layout ``.tar.bz2`` per group holding exactly the given messages."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for group, n in (per_group or DEFAULT_PER_GROUP).items():
+    for group, items in messages.items():
         tar_name, inner = APACHE_NAMES[group]
         path = out_dir / tar_name
         with tarfile.open(path, "w:bz2") as tar:
-            for name, raw in stratified(mirror[group], n):
+            for name, raw in items:
                 info = tarfile.TarInfo(f"{inner}/{name}")
                 info.size = len(raw)
                 tar.addfile(info, io.BytesIO(raw))

@@ -42,6 +42,10 @@ def failure_messages(result: dg.ExecuteInProcessResult) -> str:
             out.append(f"{event.step_key}: {data.error.message if data.error else ''}")
             if data.user_failure_data and data.user_failure_data.description:
                 out.append(data.user_failure_data.description)
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            check = event.asset_check_evaluation_data
+            if not check.passed:
+                out.append(f"check {check.check_name} failed: {check.description}")
     return "\n".join(out)
 
 

@@ -165,7 +165,7 @@ def drift_report(
     reasons, account = retrain_reasons(summary, monitoring.thresholds())
 
     report_dir = monitoring.reports_dir
-    stem = f"drift-{context.partition_key}"
+    stem = "drift-" + context.partition_key.replace(":", "")
     html = evidently_html(
         reference[[*columns, "score"]],
         current[[*columns, "score"]],
