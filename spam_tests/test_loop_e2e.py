@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import mlflow
@@ -101,9 +102,9 @@ def test_drift_triggers_retrain_and_canary_promotion(loop_home, instance):
     assert drift["retrain_recommended"] is True and "score PSI" in drift["reasons"]
     assert log_meta["n_predictions"] >= 1
     html = drift["evidently_report"]
-    page = open(html).read()
+    page = Path(html).read_text()
     assert html.endswith(".html") and "<html" in page[:500] and "num_n_urls" in page
-    columns = json.loads(open(drift["report_json"]).read())["columns"]
+    columns = json.loads(Path(drift["report_json"]).read_text())["columns"]
     assert {c["column"] for c in columns} >= {"score", "num_n_urls", "sender_tld"}
 
     # 4. the sensor asks for a retrain, once
