@@ -71,6 +71,8 @@ def summary(instance: dg.DagsterInstance) -> str:
             "  try it          "
             + try_it_command(str(deployed.get("url")), str(deployed.get("api_keys_file"))),
             f"  inference log   {s.inference_log_dir} (Parquet, hourly partitions)",
+            f"  drift reports   {s.reports_dir} (Evidently HTML + JSON per hour; `make ui` "
+            "runs the hourly schedule, the drift sensor and the canary judge)",
             f"  metrics         {deployed.get('url')}/metrics   docs: {deployed.get('url')}/",
         ]
     return "\n".join(lines)
