@@ -125,26 +125,15 @@ def column_drift(
     if len(r) == 0 or len(c) == 0:
         return _empty(name, len(r), len(c))
     ks = stats.ks_2samp(r, c)
+    kind, note = "numeric", ""
     if np.ptp(r) == 0 and np.ptp(c) == 0:
+        kind, note = "constant", "constant in both samples"
         psi = 0.0 if r[0] == c[0] else psi_from_shares(np.array([1.0, 0.0]), np.array([0.0, 1.0]))
-        note = "constant in both samples"
-        return ColumnDrift(
-            name,
-            "constant",
-            psi,
-            float(ks.statistic),
-            float(ks.pvalue),
-            psi >= psi_threshold,
-            len(r),
-            len(c),
-            float(r.mean()),
-            float(c.mean()),
-            note,
-        )
-    psi = numeric_psi(r, c, binning)
+    else:
+        psi = numeric_psi(r, c, binning)
     return ColumnDrift(
         name,
-        "numeric",
+        kind,
         psi,
         float(ks.statistic),
         float(ks.pvalue),
@@ -153,6 +142,7 @@ def column_drift(
         len(c),
         float(r.mean()),
         float(c.mean()),
+        note,
     )
 
 
