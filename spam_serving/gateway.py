@@ -25,6 +25,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ENVIRONMENTS = {"production": "champion", "staging": "challenger"}
+#: production requests the canary share sends to the challenger are logged under this name
+CANARY_ENV = "production-canary"
 """``X-Environment`` value -> MLflow alias of the model that answers."""
 DEFAULT_ENVIRONMENT = "production"
 PUBLIC_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/schema.json", "/")

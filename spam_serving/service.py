@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse
 
 from spam_serving import metrics
 from spam_serving.featurize import NUMERIC_FEATURES
-from spam_serving.gateway import ENVIRONMENTS, GatewayMiddleware, load_api_keys
+from spam_serving.gateway import CANARY_ENV, ENVIRONMENTS, GatewayMiddleware, load_api_keys
 from spam_serving.inference_log import FEEDBACK, PREDICTIONS, ParquetLogWriter
 from spam_serving.live_models import LiveModel, ModelRouter, Overloaded
 from spam_serving.parsing import ParsedMessage
@@ -39,7 +39,6 @@ logger = logging.getLogger(__name__)
 SETTINGS = get_settings()
 ASYNC_CHUNK = 100
 #: The featurizer's structural block (its first columns): what drift monitoring reads.
-CANARY_ENV = "production-canary"
 LOG_NUMERIC_COLUMNS = tuple("num_" + n for n in NUMERIC_FEATURES)
 N_NUMERIC = len(NUMERIC_FEATURES)
 

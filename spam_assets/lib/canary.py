@@ -15,8 +15,7 @@ import numpy as np
 import pandas as pd
 
 from spam_assets.lib.monitoring import feedback_metrics
-
-CANARY_ENV = "production-canary"
+from spam_serving.gateway import CANARY_ENV
 
 
 @dataclass(frozen=True)

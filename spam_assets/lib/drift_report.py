@@ -7,14 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from spam_assets.lib.files import write_atomic
+
 #: training-period rows the reference is built from (scores use validation only: train
 #: scores are in-sample and would look like drift)
 REFERENCE_SPLITS = ("train", "validation")
-
-
-def current_frame(window: pd.DataFrame) -> pd.DataFrame:
-    """Every logged prediction of the window (all environments: inputs drift regardless)."""
-    return window.reset_index(drop=True)
 
 
 def with_derived_columns(df: pd.DataFrame) -> pd.DataFrame:
@@ -51,10 +48,5 @@ def evidently_html(
         current = current.sample(max_rows, random_state=0)
     if len(reference) > max_rows:
         reference = reference.sample(max_rows, random_state=0)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     snapshot = Report([DataDriftPreset()]).run(current, reference)
-    tmp = path.with_name(f".{path.name}.tmp")
-    snapshot.save_html(str(tmp))
-    tmp.replace(path)
-    return str(path)
+    return str(write_atomic(Path(path), lambda tmp: snapshot.save_html(str(tmp))))

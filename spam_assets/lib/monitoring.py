@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy import stats
 
+from spam_assets.lib.files import write_atomic
 from spam_serving.featurize import NUMERIC_FEATURES
 from spam_serving.inference_log import FEEDBACK, PREDICTIONS, read_log
 from spam_serving.parsing import FIELD_NAMES
@@ -118,10 +119,7 @@ def consolidate_partition(root: Path, hour: datetime, out_path: Path) -> dict:
     """
     preds = read_predictions(root, [hour])
     joined = join_feedback(preds, read_feedback(root, hour))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    joined.to_parquet(tmp, index=False)
-    tmp.replace(out_path)
+    write_atomic(out_path, lambda tmp: joined.to_parquet(tmp, index=False))
     by_version = joined.groupby("model_version").size().to_dict() if len(joined) else {}
     return {
         "n_predictions": len(joined),

@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -10,6 +9,7 @@ import pandas as pd
 
 from spam_assets.defs.resources import CorpusResource, ModelPolicy, StorageResource
 from spam_assets.lib.corpus_sources import CorpusError, read_sources
+from spam_assets.lib.files import write_atomic
 from spam_assets.lib.splits import (
     SPLITS,
     assign_splits,
@@ -20,12 +20,6 @@ from spam_assets.lib.splits import (
 
 RAW_FILE = "messages.parquet"
 MANIFEST_FILE = "manifest.json"
-
-
-def _write_atomic(path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 @dg.asset(
@@ -68,7 +62,7 @@ def raw_corpus(
     if unchanged:
         context.log.info(f"raw_corpus unchanged (fingerprint {fingerprint[:12]}); nothing written")
     else:
-        _write_atomic(data_path, lambda p: df.to_parquet(p, engine="pyarrow", index=False))
+        write_atomic(data_path, lambda p: df.to_parquet(p, engine="pyarrow", index=False))
         manifest = {
             "fingerprint": fingerprint,
             "n_messages": len(df),
@@ -78,7 +72,7 @@ def raw_corpus(
                 "records"
             ),
         }
-        _write_atomic(manifest_path, lambda p: p.write_text(json.dumps(manifest, indent=1)))
+        write_atomic(manifest_path, lambda p: p.write_text(json.dumps(manifest, indent=1)))
     return dg.MaterializeResult(
         data_version=dg.DataVersion(fingerprint[:16]),
         metadata={

@@ -112,8 +112,12 @@ def local_deployment(
     if config.strategy not in ("direct", "canary"):
         raise dg.Failure(description=f"local_deployment: unknown strategy {config.strategy!r}")
     champion = previous_aliases.get("champion")
-    canary = config.strategy == "canary" and champion is not None
-    if canary and str(champion.get("model_version")) != version:
+    canary = (
+        config.strategy == "canary"
+        and champion is not None
+        and str(champion.get("model_version")) != version
+    )
+    if canary:
         stage = monitoring.canary_stages[0]
         canary_state = {
             "version": version,
@@ -123,7 +127,7 @@ def local_deployment(
         }
         write_aliases(serving.alias_file, {"champion": champion, "challenger": entry}, canary_state)
     else:
-        canary, canary_state = False, {}
+        canary_state = {}
         write_aliases(serving.alias_file, {"champion": entry, "challenger": entry})
     try:
         if hot_swap:

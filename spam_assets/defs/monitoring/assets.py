@@ -8,17 +8,16 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from spam_assets.defs.features.assets import messages_of
 from spam_assets.defs.monitoring.partitions import HOURLY
 from spam_assets.defs.resources import MonitoringResource
-from spam_assets.lib.drift import dataset_drift, drifted_share, retrain_reasons
+from spam_assets.lib.drift import column_drift, dataset_drift, drifted_share, retrain_reasons
 from spam_assets.lib.drift_report import (
     REFERENCE_SPLITS,
-    current_frame,
     evidently_html,
     reference_for,
     with_derived_columns,
 )
+from spam_assets.lib.files import write_atomic
 from spam_assets.lib.monitoring import (
     NUMERIC_COLUMNS,
     consolidate_partition,
@@ -72,26 +71,31 @@ def inference_log(
 def drift_reference(
     context: dg.AssetExecutionContext,
     dataset_splits: pd.DataFrame,
+    feature_matrices: dict,
     onnx_model: dict,
     monitoring: MonitoringResource,
 ) -> dg.MaterializeResult:
     """Per model version, because score drift must compare a model with itself: the file for
-    v<N> holds the training rows' structural features and v<N>'s scores."""
-    rows = dataset_splits[dataset_splits["split"].isin(REFERENCE_SPLITS)]
+    v<N> holds the training rows' structural features and v<N>'s scores. The rows come from
+    ``feature_matrices`` (``onnx_model`` refuses a bundle whose featurizer differs from it),
+    so nothing is parsed or featurized again."""
     bundle = ModelBundle.load(onnx_model["bundle_path"])
-    msgs = messages_of(rows)
-    x = bundle.featurizer.transform(msgs)
-    ref = pd.DataFrame(x[:, : len(NUMERIC_FEATURES)], columns=list(NUMERIC_COLUMNS))
-    ref["score"] = bundle.predict_matrix(x)
-    ref["split"] = rows["split"].to_numpy()
-    ref["true_label"] = np.where(rows["label"].to_numpy() == 1, "spam", "ham")
-    ref["sender_domain"] = rows["sender_domain"].fillna("").to_numpy()
+    domains = dataset_splits.set_index("message_id")["sender_domain"].fillna("")
+    parts = []
+    for split in REFERENCE_SPLITS:
+        m = feature_matrices[split]
+        part = pd.DataFrame(m["X"][:, : len(NUMERIC_FEATURES)], columns=list(NUMERIC_COLUMNS))
+        part["score"] = bundle.predict_matrix(m["X"])
+        part["split"] = split
+        part["true_label"] = np.where(np.asarray(m["y"]) == 1, "spam", "ham")
+        part["sender_domain"] = domains.loc[m["message_id"]].to_numpy()
+        parts.append(part)
+    ref = pd.concat(parts, ignore_index=True)
     version = str(onnx_model["model_version"])
-    path = monitoring.reference_dir / f"v{version}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    ref.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    path = write_atomic(
+        monitoring.reference_dir / f"v{version}.parquet",
+        lambda tmp: ref.to_parquet(tmp, index=False),
+    )
     context.log.info(f"drift reference for v{version}: {len(ref)} rows")
     return dg.MaterializeResult(
         metadata={
@@ -146,7 +150,8 @@ def drift_report(
             }
         )
     version, ref = reference_for(monitoring.reference_dir, window)
-    current = with_derived_columns(current_frame(window))
+    # every environment's rows: inputs drift regardless of which model answered
+    current = with_derived_columns(window)
     reference = with_derived_columns(ref)
     columns = [*NUMERIC_COLUMNS, "sender_tld"]
     features = dataset_drift(
@@ -154,7 +159,7 @@ def drift_report(
     )
     served = current[current["model_version"].astype(str) == version]
     score_ref = reference[reference["split"] == "validation"]
-    score = dataset_drift(score_ref, served, ["score"], monitoring.score_psi)[0]
+    score = column_drift("score", score_ref["score"], served["score"], monitoring.score_psi)
     share = drifted_share(features)
     summary = {
         **base,
