@@ -5,7 +5,9 @@ A message becomes one dense float32 row of three blocks:
 * ``num:*``  structural features (URL counts, HTML ratio, attachments, shouting, hops...);
 * ``w:*``/``s:*`` sublinear TF-IDF of body/subject words, L2-normalised, vocabulary chosen on
   the training split by chi-square;
-* ``m:*``    binary metadata tokens: URL domains, sender domain, header names, mailer.
+* ``m:*``    binary metadata tokens: URL domains, sender domain, header names, mailer;
+* ``rep:*``  optional sender reputation from the feature store (``spam_serving.reputation``),
+  passed in by the caller: point-in-time rows at training, online rows at serving.
 
 Dense on purpose: XGBoost treats entries absent from a sparse matrix as *missing* while ONNX
 Runtime sees 0.0, which silently diverges predictions; training on the same dense
@@ -29,6 +31,7 @@ from datetime import datetime
 import numpy as np
 
 from spam_serving.parsing import ParsedMessage
+from spam_serving.reputation import REPUTATION_FEATURES
 
 FEATURIZER_FORMAT = 2
 _WORD_RE = re.compile(r"[a-z$][a-z0-9$'_-]{1,24}")
@@ -88,6 +91,8 @@ class FeaturizerConfig:
     #: which relays) and shift between periods: in the time split they raised test easy-ham
     #: FPR from ~0.4% to ~1.5% for a linear model. Kept: content type, mailer, priority.
     meta_kinds: tuple[str, ...] = ("ct:", "xm:", "prio:")
+    #: Append the ``rep:*`` sender reputation block (Feast); off unless it helps (README).
+    reputation: bool = False
 
 
 def _domain_is_ip(domain: str) -> bool:
@@ -210,19 +215,31 @@ class Featurizer:
     # ------------------------------------------------------------------ transform
     @property
     def n_features(self) -> int:
-        return len(NUMERIC_FEATURES) + len(self.text_vocab) + len(self.meta_vocab)
+        n_rep = len(REPUTATION_FEATURES) if self.config.reputation else 0
+        return len(NUMERIC_FEATURES) + len(self.text_vocab) + len(self.meta_vocab) + n_rep
 
     @property
     def feature_names(self) -> list[str]:
         """Human-readable names in column order (the model itself sees ``f0..fN``)."""
         text = sorted(self.text_vocab, key=self.text_vocab.__getitem__)
         meta = sorted(self.meta_vocab, key=self.meta_vocab.__getitem__)
-        return ["num:" + n for n in NUMERIC_FEATURES] + text + meta
+        rep = ["rep:" + n for n in REPUTATION_FEATURES] if self.config.reputation else []
+        return ["num:" + n for n in NUMERIC_FEATURES] + text + meta + rep
 
-    def transform(self, messages: Sequence[ParsedMessage]) -> np.ndarray:
-        """Dense ``[N, n_features]`` float32 matrix; identical for the same message anywhere."""
+    def transform(
+        self, messages: Sequence[ParsedMessage], reputation: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Dense ``[N, n_features]`` float32 matrix; identical for the same message anywhere.
+
+        ``reputation`` (``[N, len(REPUTATION_FEATURES)]``) is required exactly when the config
+        uses it: a silently missing block would train or serve a different model."""
         if not self.text_vocab and not self.meta_vocab:
             raise RuntimeError("Featurizer is not fitted")
+        if self.config.reputation != (reputation is not None):
+            need = "needs" if self.config.reputation else "does not use"
+            raise ValueError(f"this featurizer {need} reputation features")
+        if reputation is not None and reputation.shape != (len(messages), len(REPUTATION_FEATURES)):
+            raise ValueError(f"reputation block has shape {reputation.shape}")
         n_num = len(NUMERIC_FEATURES)
         text_off = n_num
         meta_off = n_num + len(self.text_vocab)
@@ -248,18 +265,26 @@ class Featurizer:
                 j = meta_vocab.get(tok)
                 if j is not None:
                     row[meta_off + j] = 1.0
+        if reputation is not None:
+            out[:, -len(REPUTATION_FEATURES) :] = reputation
         return out
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:
         """JSON-safe state (no pickle: the serving side loads it from the model registry)."""
+        config = asdict(self.config)
+        if not config["reputation"]:
+            del config["reputation"]  # state (and hash) of earlier bundles stays the same
         return {
             "format": FEATURIZER_FORMAT,
-            "config": asdict(self.config),
+            "config": config,
             "numeric_features": list(NUMERIC_FEATURES),
             "text_vocab": sorted(self.text_vocab, key=self.text_vocab.__getitem__),
             "idf": [float(v) for v in self.idf],
             "meta_vocab": sorted(self.meta_vocab, key=self.meta_vocab.__getitem__),
+            **(
+                {"reputation_features": list(REPUTATION_FEATURES)} if self.config.reputation else {}
+            ),
         }
 
     @classmethod
@@ -268,6 +293,8 @@ class Featurizer:
             raise ValueError(f"unsupported featurizer format {state.get('format')!r}")
         if list(state["numeric_features"]) != list(NUMERIC_FEATURES):
             raise ValueError("featurizer state was saved by a different numeric feature set")
+        if list(state.get("reputation_features", REPUTATION_FEATURES)) != list(REPUTATION_FEATURES):
+            raise ValueError("featurizer state was saved by a different reputation feature set")
         config = dict(state["config"])
         config["meta_kinds"] = tuple(config.get("meta_kinds", META_KINDS))
         f = cls(FeaturizerConfig(**config))

@@ -39,3 +39,9 @@ MODEL_RELOADS = Counter(
 LOG_DROPPED = Counter(
     "spam_inference_log_dropped", "Log rows dropped (queue full or write failure).", ["stream"]
 )
+DEGRADED = Counter(
+    "spam_degraded_predictions",
+    "Predictions answered with message-only features (sender reputation store timeout, "
+    "error, or backoff after an error).",
+    ["reason"],
+)

@@ -90,8 +90,11 @@ class ModelBundle:
         outputs = self.session.run(None, {input_name: np.ascontiguousarray(x, dtype=np.float32)})
         return np.asarray(outputs[1], dtype=np.float64)[:, 1]
 
-    def predict_proba(self, messages: Sequence[ParsedMessage]) -> np.ndarray:
-        return self.predict_matrix(self.featurizer.transform(messages))
+    def predict_proba(
+        self, messages: Sequence[ParsedMessage], reputation: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Spam probability; ``reputation`` rows are required iff the featurizer uses them."""
+        return self.predict_matrix(self.featurizer.transform(messages, reputation))
 
 
 def write_bundle(

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from starlette.responses import JSONResponse
 
 from spam_serving import metrics
+from spam_serving.feature_store import OnlineReputation
 from spam_serving.featurize import NUMERIC_FEATURES
 from spam_serving.gateway import CANARY_ENV, ENVIRONMENTS, GatewayMiddleware, load_api_keys
 from spam_serving.inference_log import FEEDBACK, PREDICTIONS, ParquetLogWriter
@@ -85,15 +86,23 @@ class SpamClassifier:
             )
             for stream in (PREDICTIONS, FEEDBACK)
         }
+        self.reputation = OnlineReputation(s)
         self._watcher: asyncio.Task | None = None
+        self._warmer: asyncio.Task | None = None
 
     def __is_ready__(self) -> bool:
-        """Ready only when both aliases have a loaded model."""
-        return self.router.ready
+        """Ready only when both aliases have a loaded model (and, for a model that uses sender
+        reputation, the feature store warm-up has finished, answering or not)."""
+        return self.router.ready and (self.reputation.started or not self._needs_reputation())
 
     @bentoml.on_startup
     async def _start_watching(self) -> None:
         self._watcher = asyncio.get_running_loop().create_task(self.router.watch())
+        if self._needs_reputation():  # Feast loads off the loop; readiness waits for it
+            self._warmer = asyncio.get_running_loop().create_task(self.reputation.warm_up())
+
+    def _needs_reputation(self) -> bool:
+        return any(m.bundle.featurizer.config.reputation for m in self.router.models.values())
 
     @bentoml.on_shutdown
     def _flush_logs(self) -> None:
@@ -257,10 +266,7 @@ class SpamClassifier:
         fallback_from: str | None = None,
     ) -> list[dict]:
         start = time.perf_counter()
-        if inline:
-            parsed, x = _featurize(live, messages)
-        else:
-            parsed, x = await anyio.to_thread.run_sync(_featurize, live, messages)
+        parsed, x, degraded = await self._featurize(live, messages, inline)
         scores = await live.score(x)
         explain_rows = [i for i, m in enumerate(messages) if m.explain]
         tops = live.explain(x[explain_rows], self.settings.explain_top_k) if explain_rows else []
@@ -284,6 +290,11 @@ class SpamClassifier:
             }
             if msg.parse_error:
                 result["parse_warning"] = msg.parse_error
+            if degraded:
+                result["degraded"] = True
+                result["degraded_reason"] = (
+                    f"sender reputation unavailable ({degraded}); message-only features used"
+                )
             results.append(result)
             labels[label] += 1
             metrics.SPAM_PROBABILITY.labels(live.version).observe(float(score))
@@ -299,6 +310,7 @@ class SpamClassifier:
                 label,
                 latency,
                 fallback_from,
+                degraded,
             )
         for label, n in labels.items():
             metrics.PREDICTIONS.labels(label, live.version, env).inc(n)
@@ -318,6 +330,7 @@ class SpamClassifier:
         label: str,
         latency: float,
         fallback_from: str | None,
+        degraded: str | None,
     ) -> None:
         record = {
             "ts": now,
@@ -332,6 +345,7 @@ class SpamClassifier:
             "parse_error": msg.parse_error,
             "sender_domain": msg.sender_domain,
             "fallback_from": fallback_from,
+            "degraded": degraded,
             **dict(zip(LOG_NUMERIC_COLUMNS, row[:N_NUMERIC].tolist(), strict=True)),
         }
         if self.settings.log_messages:
@@ -339,10 +353,34 @@ class SpamClassifier:
         if not self.logs[PREDICTIONS].append(record):
             metrics.LOG_DROPPED.labels(PREDICTIONS).inc()
 
+    async def _featurize(
+        self, live: LiveModel, messages: list[MessageIn], inline: bool
+    ) -> tuple[list[ParsedMessage], np.ndarray, str | None]:
+        """Parse and featurize (off the event loop unless ``inline``); a model trained with
+        sender reputation gets it in one online-store round trip for the whole batch, or the
+        unknown-sender values and the reason when the store is slow or down."""
+        featurizer = live.bundle.featurizer
+        if not featurizer.config.reputation:
+            if inline:
+                return *_parse_transform(featurizer, messages), None
+            return *await anyio.to_thread.run_sync(_parse_transform, featurizer, messages), None
+        parsed = _parse(messages) if inline else await anyio.to_thread.run_sync(_parse, messages)
+        reputation, degraded = await self.reputation.lookup(parsed)
+        if degraded:
+            metrics.DEGRADED.labels(degraded).inc(len(parsed))
+        if inline:
+            return parsed, featurizer.transform(parsed, reputation), degraded
+        x = await anyio.to_thread.run_sync(featurizer.transform, parsed, reputation)
+        return parsed, x, degraded
 
-def _featurize(live: LiveModel, messages: list[MessageIn]) -> tuple[list[ParsedMessage], Any]:
-    parsed = [m.parse() for m in messages]
-    return parsed, live.bundle.featurizer.transform(parsed)
+
+def _parse(messages: list[MessageIn]) -> list[ParsedMessage]:
+    return [m.parse() for m in messages]
+
+
+def _parse_transform(featurizer, messages: list[MessageIn]) -> tuple[list[ParsedMessage], Any]:
+    parsed = _parse(messages)
+    return parsed, featurizer.transform(parsed)
 
 
 SpamClassifier.add_asgi_middleware(

@@ -9,6 +9,7 @@ List values are JSON in the environment, e.g.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -138,6 +139,31 @@ class SpamSettings(BaseSettings):
     canary_max_latency_ratio: float = 1.5
     canary_max_accuracy_drop: float = 0.02
 
+    # feature store (Feast): sender reputation
+    reputation_features: bool = Field(
+        False, description="Train with the rep:* sender reputation features (see README)."
+    )
+    feast_project: str = Field("spam_mlops", description="Feast project (Redis key suffix).")
+    feast_online_store: Literal["auto", "sqlite", "redis"] = Field(
+        "auto", description="Online store; auto = Redis when one answers at feast_redis."
+    )
+    feast_redis: str = Field(
+        "127.0.0.1:6379,db=0", description="Redis connection string: host:port[,db=N,...]."
+    )
+    feast_key_ttl_seconds: int = Field(
+        90 * 86400, description="Redis expires a sender's key this long after its last write."
+    )
+    feast_registry: str | None = Field(
+        None, description="Registry path/URL (default: a file under home/feast)."
+    )
+    feast_registry_cache_ttl_s: int = Field(60, description="Registry cache refresh (s).")
+    reputation_timeout_ms: float = Field(
+        50.0, description="Online lookup budget per request; beyond it: degraded answer."
+    )
+    reputation_retry_after_s: float = Field(
+        1.0, description="After a failed lookup, answer degraded this long without trying."
+    )
+
     @property
     def serving_dir(self) -> Path:
         """Alias file, API key file and the serving pid/state of the local deployment."""
@@ -175,6 +201,11 @@ class SpamSettings(BaseSettings):
     @property
     def dagster_home(self) -> Path:
         return self.home / "dagster"
+
+    @property
+    def feast_dir(self) -> Path:
+        """Offline reputation tables, the file registry and the SQLite online store."""
+        return self.home / "feast"
 
     @property
     def effective_mlflow_uri(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from corpus_subsample import SHARED_TGZ, read_mirror, stratified
+
+#: Redis db the tests' Feast projects live in (db 0 stays for `make run`).
+TEST_REDIS_DB = 1
 
 
 @pytest.fixture(scope="session")
@@ -49,13 +53,30 @@ def spam_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("SPAM_API_KEYS_FILE", raising=False)
     monkeypatch.setenv("SPAM_SERVE_PORT", str(free_port()))
     monkeypatch.setenv("SPAM_SERVE_WORKERS", "1")
+    # Feast: the real Redis (found by `auto`), a test db and a project (key suffix) of its own
+    project = f"t{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("SPAM_FEAST_PROJECT", project)
+    monkeypatch.setenv("SPAM_FEAST_REDIS", f"127.0.0.1:6379,db={TEST_REDIS_DB}")
     yield home
+    delete_redis_project(TEST_REDIS_DB, project)
     # a local_deployment started in this home must not outlive the test
     state = home / "serving" / "local_deployment.json"
     if state.is_file():
         from spam_assets.lib.local_server import stop_server
 
         stop_server(json.loads(state.read_text())["pid"])
+
+
+def delete_redis_project(db: int, project: str) -> int:
+    """Remove a Feast project's online rows (keys end with the project name) from a db."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, db=db)
+    keys = list(client.scan_iter(match=f"*{project}", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+    return len(keys)
 
 
 def free_port() -> int:

@@ -1,5 +1,6 @@
 """The whole training chain, materialized with Dagster's Python API on a real stratified
-subsample of the corpus (Apache .tar.bz2 layout, ~420 messages, 2 Tune trials)."""
+subsample of the corpus (Apache .tar.bz2 layout, ~420 messages, 2 Tune trials), with the
+sender reputation features on so Feast (real Redis online store) is on the path end to end."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import redis
 import requests
-from conftest import set_sources
+from conftest import TEST_REDIS_DB, set_sources
 from corpus_subsample import DEFAULT_PER_GROUP, write_apache_tarballs
 from pipeline_helpers import (
     SMALL_RUN_ENV,
@@ -22,8 +24,11 @@ from pipeline_helpers import (
 )
 
 from spam_assets.lib.metrics import evaluate
+from spam_assets.lib.reputation import historical_reputation
+from spam_serving.feature_store import feature_store
 from spam_serving.model_bundle import ModelBundle
 from spam_serving.parsing import from_record
+from spam_serving.settings import get_settings
 
 pytestmark = pytest.mark.slow
 
@@ -32,6 +37,9 @@ ALL_ASSETS = {
     "parsed_messages",
     "dataset_splits",
     "feature_pipeline",
+    "sender_reputation",
+    "feast_registry",
+    "online_features",
     "feature_matrices",
     "tuned_model",
     "model_evaluation",
@@ -64,6 +72,7 @@ def small_run(spam_env, monkeypatch, tmp_path, shared_tgz):
     set_sources(monkeypatch, [str(p) for p in tarballs])
     for key, value in SMALL_RUN_ENV.items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setenv("SPAM_REPUTATION_FEATURES", "true")
     return spam_env
 
 
@@ -120,12 +129,24 @@ def test_full_chain(small_run: Path, instance, monkeypatch):
     bundle = ModelBundle.load(latest_metadata(instance, "onnx_model")["bundle_path"])
     splits = pd.read_parquet(home / "data" / "assets" / "dataset_splits.parquet")
     test = splits[splits["split"] == "test"]
-    scores = bundle.predict_proba([from_record(r) for r in test.to_dict("records")])
+    messages = [from_record(r) for r in test.to_dict("records")]
+    store = feature_store(get_settings())
+    scores = bundle.predict_proba(messages, historical_reputation(store, messages))
     again = evaluate(
         test["label"].to_numpy(), scores, test["group"].to_numpy(), bundle.threshold, {}
     )
     assert again["f1"] == pytest.approx(ev["f1"], abs=1e-9)
     assert version.tags["featurizer_hash"] == bundle.featurizer.state_hash
+
+    # Feast: offline tables, registry, and rows in the real Redis (auto found it)
+    assert bundle.featurizer.feature_names[-1] == "rep:sender_spam_rate"
+    rep_meta = latest_metadata(instance, "sender_reputation")
+    assert rep_meta["domain_reputation_rows"] > 0
+    online = latest_metadata(instance, "online_features")
+    assert online["online_store"] == "redis" and online["mode"] == "full"
+    r = redis.Redis(host="127.0.0.1", port=6379, db=TEST_REDIS_DB)
+    project = get_settings().feast_project
+    assert len(list(r.scan_iter(match=f"*{project}"))) == online["dagster/row_count"]
 
     # deployed: a real server answers with the new model, which is now the champion
     deployed = latest_metadata(instance, "local_deployment")
@@ -139,6 +160,7 @@ def test_full_chain(small_run: Path, instance, monkeypatch):
         timeout=30,
     )
     assert answer.status_code == 200 and answer.json()["model_version"] == "1"
+    assert "degraded" not in answer.json()  # Redis answered the reputation lookup
     assert answer.json()["top_features"]
     bento_meta = latest_metadata(instance, "bento")
     assert bento_meta["model_tag"] == "spam-classifier:v1" and bento_meta["size_bytes"] > 0

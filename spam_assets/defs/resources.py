@@ -54,6 +54,7 @@ class ModelPolicy(dg.ConfigurableResource):
     gate_min_f1: float
     gate_max_easy_ham_fpr: float
     gate_max_f1_regression: float
+    reputation_features: bool
 
     def featurizer_config(self):
         """The featurizer's configuration (asset and quality benchmark build it the same way)."""
@@ -63,7 +64,47 @@ class ModelPolicy(dg.ConfigurableResource):
             max_text_features=self.max_text_features,
             max_meta_features=self.max_meta_features,
             min_df=self.min_df,
+            reputation=self.reputation_features,
         )
+
+
+class FeastResource(dg.ConfigurableResource):
+    """The Feast feature store (sender reputation): project, online store, Redis, registry.
+
+    The store itself is built by ``spam_serving.feature_store`` from the per-target
+    feature_store yaml, exactly as the service builds it."""
+
+    home: str
+    project: str
+    online_store: str
+    redis: str
+    key_ttl_seconds: int
+    registry: str | None = None
+    registry_cache_ttl_s: int = 60
+
+    def settings(self) -> SpamSettings:
+        return get_settings().model_copy(
+            update={
+                "home": Path(self.home),
+                "feast_project": self.project,
+                "feast_online_store": self.online_store,
+                "feast_redis": self.redis,
+                "feast_key_ttl_seconds": self.key_ttl_seconds,
+                "feast_registry": self.registry,
+                "feast_registry_cache_ttl_s": self.registry_cache_ttl_s,
+            }
+        )
+
+    @property
+    def offline_dir(self) -> Path:
+        return self.settings().feast_dir / "offline"
+
+    def store(self, resolve: bool = False):
+        """A ``FeatureStore``; ``resolve`` picks (and records) the store when ``auto``."""
+        from spam_serving.feature_store import feature_store, online_store_kind
+
+        s = self.settings()
+        return feature_store(s, online_store_kind(s, resolve=resolve))
 
 
 class TuningResource(dg.ConfigurableResource):
@@ -351,6 +392,16 @@ def build_resources(settings: SpamSettings | None = None) -> dict[str, object]:
             gate_min_f1=s.gate_min_f1,
             gate_max_easy_ham_fpr=s.gate_max_easy_ham_fpr,
             gate_max_f1_regression=s.gate_max_f1_regression,
+            reputation_features=s.reputation_features,
+        ),
+        "feast": FeastResource(
+            home=str(s.home),
+            project=s.feast_project,
+            online_store=s.feast_online_store,
+            redis=s.feast_redis,
+            key_ttl_seconds=s.feast_key_ttl_seconds,
+            registry=s.feast_registry,
+            registry_cache_ttl_s=s.feast_registry_cache_ttl_s,
         ),
         "tuning": TuningResource(
             ray_address=s.ray_address,

@@ -39,6 +39,7 @@ PARTITION_COLUMNS = (
     "parse_error",
     "sender_domain",
     "fallback_from",
+    "degraded",
     *NUMERIC_COLUMNS,
 )
 

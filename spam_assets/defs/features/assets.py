@@ -6,7 +6,9 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from spam_assets.defs.resources import ModelPolicy
+from spam_assets.defs.features.reputation import feast_registry
+from spam_assets.defs.resources import FeastResource, ModelPolicy
+from spam_assets.lib.reputation import historical_reputation
 from spam_serving.featurize import Featurizer
 from spam_serving.parsing import from_record
 
@@ -41,14 +43,21 @@ def feature_pipeline(dataset_splits: pd.DataFrame, policy: ModelPolicy) -> dg.Ou
 
 @dg.asset(
     group_name="features",
-    description="Dense float32 feature matrices per split (what XGBoost and ONNX both see).",
+    deps=[feast_registry],
+    description="Dense float32 feature matrices per split (what XGBoost and ONNX both see); "
+    "with reputation features on, the rep:* block comes from Feast's point-in-time join.",
 )
-def feature_matrices(dataset_splits: pd.DataFrame, feature_pipeline: Featurizer) -> dg.Output[dict]:
+def feature_matrices(
+    dataset_splits: pd.DataFrame, feature_pipeline: Featurizer, feast: FeastResource
+) -> dg.Output[dict]:
     out: dict[str, dict] = {}
     start = time.perf_counter()
+    store = feast.store() if feature_pipeline.config.reputation else None
     for split, part in dataset_splits.groupby("split"):
+        messages = messages_of(part)
+        reputation = historical_reputation(store, messages) if store is not None else None
         out[str(split)] = {
-            "X": feature_pipeline.transform(messages_of(part)),
+            "X": feature_pipeline.transform(messages, reputation),
             "y": part["label"].to_numpy(dtype=np.int8),
             "message_id": part["message_id"].tolist(),
             "group": part["group"].tolist(),
@@ -59,6 +68,7 @@ def feature_matrices(dataset_splits: pd.DataFrame, feature_pipeline: Featurizer)
         metadata={
             **{f"{k}_shape": str(v["X"].shape) for k, v in out.items()},
             "featurizer_state_hash": feature_pipeline.state_hash,
+            "reputation_features": feature_pipeline.config.reputation,
             "messages_per_s": len(dataset_splits) / max(elapsed, 1e-9),
         },
     )

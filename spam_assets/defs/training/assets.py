@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from spam_assets.defs.features.assets import messages_of
-from spam_assets.defs.resources import MlflowRegistry, ModelPolicy, TuningResource
+from spam_assets.defs.resources import FeastResource, MlflowRegistry, ModelPolicy, TuningResource
 from spam_assets.lib.metrics import (
     FPR_POINTS,
     confusion_markdown,
@@ -22,6 +22,7 @@ from spam_assets.lib.metrics import (
 )
 from spam_assets.lib.monitoring import mcnemar
 from spam_assets.lib.onnx_export import booster_from_bytes, native_scores
+from spam_assets.lib.reputation import historical_reputation
 from spam_assets.lib.splits import FEEDBACK_GROUP
 from spam_assets.lib.tuning import train_booster
 from spam_serving.model_bundle import ModelBundle
@@ -163,6 +164,7 @@ def champion_metrics(
     exclude_version: str,
     log,
     challenger_pred: np.ndarray | None = None,
+    feast: FeastResource | None = None,
 ) -> dict | None:
     """Evaluate the model behind alias ``champion`` on the same test rows, with its own
     featurizer and threshold (from its bundle). None when there is no champion yet.
@@ -185,7 +187,13 @@ def champion_metrics(
                 f"{mv.run_id}: {exc}"
             ) from exc
         bundle = ModelBundle.load(local)
-        scores = bundle.predict_proba(messages_of(test))
+        messages = messages_of(test)
+        reputation = None
+        if bundle.featurizer.config.reputation:
+            if feast is None:
+                raise dg.Failure(f"champion v{mv.version} needs reputation features: no store")
+            reputation = historical_reputation(feast.store(), messages)
+        scores = bundle.predict_proba(messages, reputation)
     metrics = evaluate(
         test["label"].to_numpy(),
         scores,
@@ -211,6 +219,7 @@ def model_evaluation(
     feature_matrices: dict,
     dataset_splits: pd.DataFrame,
     registry: MlflowRegistry,
+    feast: FeastResource,
 ) -> dg.Output[dict]:
     test = feature_matrices["test"]
     booster = booster_from_bytes(tuned_model["booster"])
@@ -226,7 +235,7 @@ def model_evaluation(
     test_rows = dataset_splits[dataset_splits["split"] == "test"]
     pred = (scores >= tuned_model["threshold"]).astype(int)
     champion = champion_metrics(
-        registry, test_rows, tuned_model["model_version"], context.log, pred
+        registry, test_rows, tuned_model["model_version"], context.log, pred, feast
     )
     significance = champion["mcnemar"] if champion else None
 
