@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +29,14 @@ def train_small(
     config: FeaturizerConfig,
     max_depth: int,
     rounds: int,
+    reputation: np.ndarray | None = None,
 ) -> tuple[Featurizer, xgb.Booster, np.ndarray, list]:
-    """A small real model on real (group, label, raw) messages: featurizer, booster, X, msgs."""
+    """A small real model on real (group, label, raw) messages: featurizer, booster, X, msgs.
+    With ``reputation`` (rows per message) the model uses the ``rep:*`` block too."""
     msgs = [parse_message(raw) for _, _, raw in sample]
     y = np.array([label for _, label, _ in sample])
-    f = Featurizer(config)
-    x = f.fit(msgs, y).transform(msgs)
+    f = Featurizer(replace(config, reputation=reputation is not None))
+    x = f.fit(msgs, y).transform(msgs, reputation)
     booster = xgb.train(
         {
             "objective": "binary:logistic",
@@ -48,10 +51,16 @@ def train_small(
     return f, booster, x, msgs
 
 
-def train_bundle(sample: list[tuple[str, int, bytes]], path: Path, version: str, rounds: int):
+def train_bundle(
+    sample: list[tuple[str, int, bytes]],
+    path: Path,
+    version: str,
+    rounds: int,
+    reputation: np.ndarray | None = None,
+):
     """A small real model on real messages, exported exactly like the ``onnx_model`` asset."""
     config = FeaturizerConfig(max_text_features=400, max_meta_features=80, min_df=2)
-    f, booster, _, _ = train_small(sample, config, max_depth=4, rounds=rounds)
+    f, booster, _, _ = train_small(sample, config, 4, rounds, reputation)
     write_bundle(
         path,
         to_onnx(booster, f.n_features),

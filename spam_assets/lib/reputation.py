@@ -27,7 +27,6 @@ from spam_serving.reputation import (
     DOMAIN_ENTITY,
     DOMAIN_FIELDS,
     DOMAIN_VIEW,
-    FEATURE_REFS,
     address_key,
     domain_key,
     message_time,
@@ -91,7 +90,6 @@ def entity_frame(messages: list[ParsedMessage]) -> pd.DataFrame:
     times = pd.to_datetime([message_time(m) for m in messages], utc=True)
     return pd.DataFrame(
         {
-            "row": np.arange(len(messages)),
             DOMAIN_ENTITY: [domain_key(m.sender_domain) or "" for m in messages],
             ADDRESS_ENTITY: [address_key(m.sender) or "" for m in messages],
             TIMESTAMP: times - pd.Timedelta(JUST_BEFORE),
@@ -102,21 +100,37 @@ def entity_frame(messages: list[ParsedMessage]) -> pd.DataFrame:
 def historical_reputation(store, messages: list[ParsedMessage]) -> np.ndarray:
     """Point-in-time ``rep:*`` columns for training, through ``get_historical_features``.
 
-    Messages without a delivery time cannot be placed on the timeline and get the unknown-sender
-    values (as they would at serving time if the store had nothing)."""
+    One query per view, on distinct (key, time) pairs, mapped back to the messages: Feast's
+    file (dask) offline store collapses entity rows with the same key and time, and drops an
+    entity row whose key only has *later* rows instead of returning nulls; a pair missing
+    from the answer therefore means "no earlier state", which is exactly unknown. Messages
+    without a delivery time cannot be placed on the timeline and are unknown too."""
     frame = entity_frame(messages)
-    placed = frame[frame[TIMESTAMP].notna()]
-    domains: list[dict | None] = [None] * len(messages)
-    addresses: list[dict | None] = [None] * len(messages)
-    if len(placed):
-        joined = store.get_historical_features(
-            entity_df=placed, features=list(FEATURE_REFS), full_feature_names=True
-        ).to_df()
-        for rec in joined.to_dict("records"):
-            i = int(rec["row"])
-            domains[i] = _fields(rec, DOMAIN_VIEW, DOMAIN_FIELDS)
-            addresses[i] = _fields(rec, ADDRESS_VIEW, ADDRESS_FIELDS)
+    domains = _point_in_time(store, frame, DOMAIN_ENTITY, DOMAIN_VIEW, DOMAIN_FIELDS)
+    addresses = _point_in_time(store, frame, ADDRESS_ENTITY, ADDRESS_VIEW, ADDRESS_FIELDS)
     return reputation_matrix(messages, domains, addresses)
+
+
+def _point_in_time(
+    store, frame: pd.DataFrame, key: str, view: str, fields: tuple[str, ...]
+) -> list[dict | None]:
+    placed = frame[(frame[key] != "") & frame[TIMESTAMP].notna()]
+    asked = placed[[key, TIMESTAMP]].drop_duplicates()
+    if asked.empty:
+        return [None] * len(frame)
+    joined = store.get_historical_features(
+        entity_df=asked.reset_index(drop=True),
+        features=[f"{view}:{f}" for f in fields],
+        full_feature_names=True,
+    ).to_df()
+    found = {
+        (rec[key], pd.Timestamp(rec[TIMESTAMP]).value): _fields(rec, view, fields)
+        for rec in joined.to_dict("records")
+    }
+    return [
+        None if pd.isna(ts) else found.get((k, pd.Timestamp(ts).value))
+        for k, ts in zip(frame[key], frame[TIMESTAMP], strict=True)
+    ]
 
 
 def _fields(rec: dict, view: str, fields: tuple[str, ...]) -> dict | None:
