@@ -16,11 +16,11 @@ export SPAM_CORPUS_SOURCES := ["$(SHARED_TGZ)"]
 endif
 endif
 
-.PHONY: help bootstrap install run ui mlflow-ui serve serve-stop test test-fast lint format bench bench-quality bench-featurize bench-serving bench-loop clean
+.PHONY: help bootstrap install run ui mlflow-ui serve serve-stop test test-fast lint format bench bench-quality bench-featurize bench-serving bench-loop bench-feast clean
 
 help:
 	@echo "make run | test | test-fast | ui | mlflow-ui | serve | serve-stop | lint | format"
-	@echo "make bench | bench-quality | bench-featurize | bench-serving | bench-loop | clean"
+	@echo "make bench | bench-quality | bench-featurize | bench-serving | bench-loop | bench-feast | clean"
 
 bootstrap:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 \
@@ -58,7 +58,7 @@ format: install
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
-bench: bench-featurize bench-quality bench-serving bench-loop
+bench: bench-featurize bench-quality bench-serving bench-loop bench-feast
 
 bench-quality: install
 	$(RUN) python -m benchmarks.quality
@@ -68,6 +68,9 @@ bench-featurize: install
 
 bench-serving: install
 	$(RUN) python -m benchmarks.serving
+
+bench-feast: install
+	$(RUN) python -m benchmarks.feast_online
 
 bench-loop: install
 	$(RUN) python -m benchmarks.loop

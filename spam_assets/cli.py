@@ -59,6 +59,13 @@ def summary(instance: dg.DagsterInstance) -> str:
         )
     if onnx:
         lines.append(f"  ONNX bundle     {onnx.get('bundle_path')}")
+    online = _latest(instance, "online_features")
+    if online:
+        lines.append(
+            f"  feature store   Feast project {s.feast_project}, online store "
+            f"{online.get('online_store')} ({online.get('dagster/row_count')} senders), "
+            f"reputation features {'on' if s.reputation_features else 'off'}"
+        )
     lines.append(
         "  evaluation      PR curve + tables in the UI (asset model_evaluation) and MLflow"
     )
