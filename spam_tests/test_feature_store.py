@@ -231,3 +231,21 @@ def test_slow_redis_times_out_within_the_budget(spam_env, real_sample, monkeypat
     assert degraded in ("timeout", "error")
     assert elapsed < 5.0  # bounded by the budget, not by the silent server
     np.testing.assert_array_equal(rows, np.tile(UNKNOWN, (2, 1)))
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "azure"])
+def test_every_target_yaml_loads_into_a_feast_config(spam_env, monkeypatch, kind):
+    from spam_serving.feature_store import repo_config
+
+    if kind == "azure":  # built and checked without contacting Azure
+        monkeypatch.setenv("SPAM_FEAST_REGISTRY", "postgresql+psycopg://u@db:5432/feast")
+        monkeypatch.setenv("SPAM_FEAST_REDIS", "spam.redis.cache.windows.net:6380,ssl=true")
+    config = repo_config(get_settings(), kind)
+    assert config.project == get_settings().feast_project
+    assert config.entity_key_serialization_version == 3
+    assert config.online_store.type == ("sqlite" if kind == "sqlite" else "redis")
+    if kind != "sqlite":
+        assert config.online_store.key_ttl_seconds == get_settings().feast_key_ttl_seconds
+        assert "socket_timeout=0.05" in config.online_store.connection_string
+    if kind == "azure":
+        assert config.registry.registry_type == "sql"
