@@ -93,6 +93,17 @@ def _number(value: object) -> float | None:
     return out if math.isfinite(out) else None
 
 
+def _history(values: Mapping[str, object] | None) -> tuple[float, float] | None:
+    """(messages, spam rate) of an entity with labelled history, else None."""
+    if values is None:
+        return None
+    messages = _number(values.get("messages"))
+    if messages is None or messages <= 0:
+        return None
+    rate = _number(values.get("spam_rate"))
+    return messages, 0.5 if rate is None else rate
+
+
 def reputation_row(
     domain: Mapping[str, object] | None,
     address: Mapping[str, object] | None,
@@ -100,22 +111,16 @@ def reputation_row(
 ) -> np.ndarray:
     """Raw store values (None: entity unknown) -> the ``rep:*`` columns of one message."""
     row = UNKNOWN.copy()
-    if domain is not None:
-        messages = _number(domain.get("messages"))
-        if messages is not None and messages > 0:
-            row[0] = messages
-            rate = _number(domain.get("spam_rate"))
-            row[1] = 0.5 if rate is None else rate
-            first_seen = _number(domain.get("first_seen"))
-            if first_seen is not None and at is not None:
-                row[2] = max(0.0, (at.timestamp() - first_seen) / 86400.0)
-            row[3] = _number(domain.get("senders")) or 0.0
-    if address is not None:
-        messages = _number(address.get("messages"))
-        if messages is not None and messages > 0:
-            row[4] = messages
-            rate = _number(address.get("spam_rate"))
-            row[5] = 0.5 if rate is None else rate
+    known = _history(domain)
+    if known is not None:
+        row[0], row[1] = known
+        first_seen = _number(domain.get("first_seen"))
+        if first_seen is not None and at is not None:
+            row[2] = max(0.0, (at.timestamp() - first_seen) / 86400.0)
+        row[3] = _number(domain.get("senders")) or 0.0
+    known = _history(address)
+    if known is not None:
+        row[4], row[5] = known
     return row
 
 

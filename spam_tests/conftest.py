@@ -57,6 +57,9 @@ def spam_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     project = f"t{uuid.uuid4().hex[:10]}"
     monkeypatch.setenv("SPAM_FEAST_PROJECT", project)
     monkeypatch.setenv("SPAM_FEAST_REDIS", f"127.0.0.1:6379,db={TEST_REDIS_DB}")
+    # a loaded 2-core machine can exceed the 50 ms production budget; tests that are about
+    # the budget set their own (the degraded path is tested with a silent server)
+    monkeypatch.setenv("SPAM_REPUTATION_TIMEOUT_MS", "2000")
     yield home
     delete_redis_project(TEST_REDIS_DB, project)
     # a local_deployment started in this home must not outlive the test

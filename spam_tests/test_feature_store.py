@@ -246,6 +246,7 @@ def test_every_target_yaml_loads_into_a_feast_config(spam_env, monkeypatch, kind
     assert config.online_store.type == ("sqlite" if kind == "sqlite" else "redis")
     if kind != "sqlite":
         assert config.online_store.key_ttl_seconds == get_settings().feast_key_ttl_seconds
-        assert "socket_timeout=0.05" in config.online_store.connection_string
+        timeout = get_settings().reputation_timeout_ms / 1000.0
+        assert f"socket_timeout={timeout:g}" in config.online_store.connection_string
     if kind == "azure":
         assert config.registry.registry_type == "sql"

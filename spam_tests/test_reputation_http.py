@@ -43,6 +43,7 @@ def reputation_model(spam_env, real_sample):
         "SPAM_FEAST_REDIS": settings.feast_redis,
         "SPAM_FEAST_ONLINE_STORE": "redis",
         "SPAM_SERVE_WORKERS": "1",
+        "SPAM_REPUTATION_TIMEOUT_MS": str(settings.reputation_timeout_ms),
     }
     return spam_env, path, feast_env, real_sample
 

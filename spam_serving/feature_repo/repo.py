@@ -28,6 +28,24 @@ def offline_path(offline_dir: str | Path, view: str) -> str:
     return str(Path(offline_dir) / f"{view}.parquet")
 
 
+def _view(
+    name: str, entity: Entity, schema: list, offline_dir: str | Path, description: str
+) -> FeatureView:
+    return FeatureView(
+        name=name,
+        entities=[entity],
+        ttl=timedelta(0),
+        schema=schema,
+        source=FileSource(
+            name=f"{name}_source",
+            path=offline_path(offline_dir, name),
+            timestamp_field=TIMESTAMP,
+        ),
+        online=True,
+        description=description,
+    )
+
+
 def feast_objects(offline_dir: str | Path) -> list:
     """Entities and feature views over the offline tables in ``offline_dir``."""
     domain = Entity(
@@ -42,39 +60,27 @@ def feast_objects(offline_dir: str | Path) -> list:
         value_type=ValueType.STRING,
         description="From address (lower case).",
     )
-    domain_view = FeatureView(
-        name=DOMAIN_VIEW,
-        entities=[domain],
-        ttl=timedelta(0),
-        schema=[
-            Field(name="messages", dtype=Int64, description="labelled messages so far"),
-            Field(name="spam_rate", dtype=Float64, description="(spam + 1) / (messages + 2)"),
+    counts = [
+        Field(name="messages", dtype=Int64, description="labelled messages so far"),
+        Field(name="spam_rate", dtype=Float64, description="(spam + 1) / (messages + 2)"),
+    ]
+    domain_view = _view(
+        DOMAIN_VIEW,
+        domain,
+        [
+            *counts,
             Field(name="first_seen", dtype=Int64, description="first message, epoch seconds"),
             Field(name="senders", dtype=Int64, description="distinct From addresses so far"),
         ],
-        source=FileSource(
-            name=f"{DOMAIN_VIEW}_source",
-            path=offline_path(offline_dir, DOMAIN_VIEW),
-            timestamp_field=TIMESTAMP,
-        ),
-        online=True,
-        description="Sender-domain reputation from labelled mail, state after each message.",
+        offline_dir,
+        "Sender-domain reputation from labelled mail, state after each message.",
     )
-    address_view = FeatureView(
-        name=ADDRESS_VIEW,
-        entities=[address],
-        ttl=timedelta(0),
-        schema=[
-            Field(name="messages", dtype=Int64, description="labelled messages so far"),
-            Field(name="spam_rate", dtype=Float64, description="(spam + 1) / (messages + 2)"),
-        ],
-        source=FileSource(
-            name=f"{ADDRESS_VIEW}_source",
-            path=offline_path(offline_dir, ADDRESS_VIEW),
-            timestamp_field=TIMESTAMP,
-        ),
-        online=True,
-        description="Sender-address reputation from labelled mail, state after each message.",
+    address_view = _view(
+        ADDRESS_VIEW,
+        address,
+        counts,
+        offline_dir,
+        "Sender-address reputation from labelled mail, state after each message.",
     )
     return [domain, address, domain_view, address_view]
 
