@@ -81,17 +81,16 @@ def reputation_helps(with_rep: dict, without: dict) -> bool:
     return with_rep["f1"] > without["f1"] and with_rep["easy_ham_fpr"] <= without["easy_ham_fpr"]
 
 
-def tuned(parts: dict, target_fpr: float, store=None) -> tuple[dict, float, dict]:
+def tuned(
+    parts: dict, msgs: dict, target_fpr: float, reputation: dict | None = None
+) -> tuple[dict, float, dict]:
+    """``reputation``: the point-in-time ``rep:*`` rows per split (None: without the block)."""
     resources = build_resources()
     start = time.perf_counter()
-    config = replace(resources["policy"].featurizer_config(), reputation=store is not None)
+    config = replace(resources["policy"].featurizer_config(), reputation=reputation is not None)
     featurizer = Featurizer(config)
-    msgs = {k: [from_record(r) for r in v.to_dict("records")] for k, v in parts.items()}
     featurizer.fit(msgs["train"], parts["train"]["label"].to_numpy())
-    x = {
-        k: featurizer.transform(v, historical_reputation(store, v) if store else None)
-        for k, v in msgs.items()
-    }
+    x = {k: featurizer.transform(v, reputation[k] if reputation else None) for k, v in msgs.items()}
     data = {
         "X_train": x["train"],
         "y_train": parts["train"]["label"].to_numpy(),
@@ -122,21 +121,13 @@ def main() -> None:
     splits = split_table(raw_table())
     parts = {k: splits[splits["split"] == k] for k in ("train", "validation", "test")}
     counts = {k: (len(v), int(v["label"].sum())) for k, v in parts.items()}
-    ours, ours_s, info = tuned(parts, s.target_ham_fpr)
+    msgs = {k: [from_record(r) for r in v.to_dict("records")] for k, v in parts.items()}
+    ours, ours_s, info = tuned(parts, msgs, s.target_ham_fpr)
     with tempfile.TemporaryDirectory() as tmp:
         store = reputation_store(splits, Path(tmp))
-        known = {
-            k: float(
-                (
-                    historical_reputation(store, [from_record(r) for r in v.to_dict("records")])[
-                        :, 0
-                    ]
-                    > 0
-                ).mean()
-            )
-            for k, v in parts.items()
-        }
-        rep, rep_s, rep_info = tuned(parts, s.target_ham_fpr, store)
+        reputation = {k: historical_reputation(store, v) for k, v in msgs.items()}
+    known = {k: float((r[:, 0] > 0).mean()) for k, r in reputation.items()}
+    rep, rep_s, rep_info = tuned(parts, msgs, s.target_ham_fpr, reputation)
     base, base_s = baselines(parts, s.target_ham_fpr)
     rep_name = "tuned XGBoost + reputation"
     table = markdown_table({"tuned XGBoost (ours)": ours, rep_name: rep, **base})
