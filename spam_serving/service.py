@@ -10,6 +10,7 @@ the ``local_deployment`` asset. It serves the bundle that the alias file maps to
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import random
@@ -42,6 +43,17 @@ ASYNC_CHUNK = 100
 #: The featurizer's structural block (its first columns): what drift monitoring reads.
 LOG_NUMERIC_COLUMNS = tuple("num_" + n for n in NUMERIC_FEATURES)
 N_NUMERIC = len(NUMERIC_FEATURES)
+
+
+def _draw(ctx: bentoml.Context) -> float:
+    """Where a request falls in [0, 1) for the canary split. With ``X-Routing-Key`` (a
+    mailbox or tenant id) the same key always lands on the same side, so one user sees one
+    model and a replay splits the same way twice; without it, a fresh random draw."""
+    key = ctx.request.headers.get("x-routing-key")
+    if not key:
+        return random.random()
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
 
 
 def _json(ctx: bentoml.Context, body: dict, status: int = 200) -> JSONResponse:
@@ -238,13 +250,13 @@ class SpamClassifier:
 
     def _route(self, ctx: bentoml.Context) -> tuple[str, LiveModel | None]:
         """Environment -> alias -> model; a ``canary_fraction`` of production requests goes
-        to the challenger when it differs from the champion."""
+        to the challenger when it differs from the champion (sticky per ``X-Routing-Key``)."""
         env = ctx.request.state.environment
         live = self.router.models.get(ENVIRONMENTS[env])
         fraction = self.router.canary_fraction
         if fraction is None:
             fraction = self.settings.canary_fraction
-        if env == "production" and fraction > 0 and random.random() < fraction:
+        if env == "production" and fraction > 0 and _draw(ctx) < fraction:
             challenger = self.router.models.get("challenger")
             if challenger is not None and live is not None and challenger.entry != live.entry:
                 return CANARY_ENV, challenger

@@ -72,7 +72,9 @@ def replay(
             body = {
                 "messages": [{"raw_base64": base64.b64encode(raw).decode()} for _, _, raw in chunk]
             }
-            resp = session.post(f"{url}/predict_batch", json=body, headers=headers, timeout=60)
+            # a routing key per request: the canary splits a replay the same way every run
+            keyed = {**headers, "X-Routing-Key": f"replay-{i // batch}"}
+            resp = session.post(f"{url}/predict_batch", json=body, headers=keyed, timeout=60)
             if resp.status_code != 200:
                 failures.append((resp.status_code, resp.text[:200]))
                 continue

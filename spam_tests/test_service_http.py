@@ -461,6 +461,23 @@ def test_canary_share_of_production_goes_to_the_challenger(served):
             timeout=10,
             headers={**KEY, "X-Environment": "staging"},
         ).json()
+        sticky = {
+            f"mailbox-{k}": [
+                session.post(
+                    server.url + "/predict",
+                    json=SPAM_MSG,
+                    headers={**KEY, "X-Routing-Key": f"mailbox-{k}"},
+                    timeout=10,
+                ).json()
+                for _ in range(2 if k else 10)
+            ]
+            for k in range(200)
+        }
     assert set(seen) == {("production", "1"), ("production-canary", "2")}, seen
     assert 50 <= seen[("production-canary", "2")] <= 130, seen  # binomial(300, 0.3): 90 +- 40
     assert staging["environment"] == "staging" and staging["model_version"] == "2"
+    # X-Routing-Key: one key, one side, every time; across keys, the same share
+    sides = {key: {body["model_version"] for body in answers} for key, answers in sticky.items()}
+    assert all(len(versions) == 1 for versions in sides.values()), sides
+    to_canary = sum(versions == {"2"} for versions in sides.values())
+    assert 20 <= to_canary <= 100, to_canary  # binomial(200, 0.3): 60 +- 40
