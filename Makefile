@@ -16,7 +16,7 @@ export SPAM_CORPUS_SOURCES := ["$(SHARED_TGZ)"]
 endif
 endif
 
-.PHONY: help bootstrap install run ui mlflow-ui serve serve-stop test test-fast lint format bench bench-quality bench-featurize bench-serving bench-loop bench-feast clean
+.PHONY: help bootstrap install install-tools run ui mlflow-ui serve serve-stop test test-fast lint format bench bench-quality bench-featurize bench-serving bench-loop bench-feast clean
 
 help:
 	@echo "make run | test | test-fast | ui | mlflow-ui | serve | serve-stop | lint | format"
@@ -28,6 +28,10 @@ bootstrap:
 
 install: bootstrap
 	$(UV) sync --frozen
+
+# checkov (infrastructure tests only) in its own locked env: not needed by `make run`
+install-tools: install
+	$(UV) sync --frozen --project tools/checkov
 
 run: install
 	$(RUN) python -m spam_assets.cli run
@@ -44,10 +48,10 @@ serve: install
 serve-stop: install
 	$(RUN) python -m spam_assets.cli serve-stop
 
-test: install
+test: install-tools
 	$(RUN) pytest
 
-test-fast: install
+test-fast: install-tools
 	$(RUN) pytest -m "not slow"
 
 lint: install
@@ -74,6 +78,7 @@ bench-feast: install
 
 bench-loop: install
 	$(RUN) python -m benchmarks.loop
+	$(RUN) python -m benchmarks.loop_payoff
 
 clean:
 	-@test -d .venv && $(RUN) python -m spam_assets.cli serve-stop

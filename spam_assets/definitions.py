@@ -21,8 +21,13 @@ spam_pipeline = dg.define_asset_job(
 @dg.definitions
 def defs() -> dg.Definitions:
     settings = get_settings()
-    # 2 cores here: Ray trials already use every core, so steps beside them would only thrash.
-    executor = dg.multiprocess_executor.configured({"max_concurrent": settings.max_concurrent})
+    if settings.target == "azure":
+        from spam_assets.azure_target import azure_executor
+
+        executor = azure_executor(settings)
+    else:
+        # 2 cores here: Ray trials already use every core, so steps beside them would thrash.
+        executor = dg.multiprocess_executor.configured({"max_concurrent": settings.max_concurrent})
     return dg.Definitions.merge(
         dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
         dg.Definitions(jobs=[spam_pipeline], executor=executor),

@@ -69,8 +69,11 @@ def redis_answers(connection: str, timeout_s: float = 0.5) -> bool:
 
 
 def online_store_kind(settings: SpamSettings, resolve: bool = False) -> str:
-    """``sqlite`` or ``redis``. ``auto`` is resolved by the materializing side (``resolve``),
-    recorded under ``feast_dir``, and read back by the service, so both use the same store."""
+    """``sqlite``, ``redis`` or (``SPAM_TARGET=azure``) ``azure``. ``auto`` is resolved by the
+    materializing side (``resolve``), recorded under ``feast_dir``, and read back by the
+    service, so both use the same store."""
+    if settings.target == "azure":
+        return "azure"
     if settings.feast_online_store != "auto":
         return settings.feast_online_store
     choice = settings.feast_dir / CHOICE_FILE
@@ -113,9 +116,8 @@ def repo_config(settings: SpamSettings, kind: str | None = None):
     kind = kind or online_store_kind(settings)
     text = string.Template(YAML_FILES[kind].read_text()).substitute(template_values(settings))
     raw = yaml.safe_load(text)
-    if kind == "azure":
-        return RepoConfig(**raw)  # never contacted here; see spam_assets resources
-    settings.feast_dir.mkdir(parents=True, exist_ok=True)
+    if kind != "azure":  # azure: registry in PostgreSQL, nothing local to create
+        settings.feast_dir.mkdir(parents=True, exist_ok=True)
     config = RepoConfig(**raw)
     config.repo_path = REPO_DIR
     return config

@@ -164,6 +164,58 @@ class SpamSettings(BaseSettings):
         1.0, description="After a failed lookup, answer degraded this long without trying."
     )
 
+    # production target (SPAM_TARGET=azure): Dagster on AKS, ADLS Gen2, MLflow on Postgres+Blob
+    target: Literal["local", "azure"] = Field(
+        "local", description="local: files/SQLite/local Ray; azure: ADLS2, k8s executor, AKS."
+    )
+    azure_storage_account: str | None = Field(
+        None, description="ADLS Gen2 account of the asset IO manager (terraform output)."
+    )
+    azure_storage_container: str = Field("dagster", description="ADLS2 container for assets.")
+    azure_storage_prefix: str = Field("spam-mlops", description="Path prefix inside it.")
+    azure_tenant_id: str | None = Field(None, description="Entra tenant (Key Vault CSI).")
+    mlflow_artifact_uri: str | None = Field(
+        None, description="MLflow artifact root, e.g. wasbs://mlflow@<acct>.blob.core.windows.net"
+    )
+    k8s_namespace: str = Field("dagster", description="Namespace of Dagster run/step pods.")
+    k8s_service_account: str = Field(
+        "dagster-user-code", description="Service account (workload identity) of step pods."
+    )
+    k8s_home_claim: str = Field(
+        "spam-home", description="ReadWriteMany claim mounted as SPAM_HOME in run/step pods."
+    )
+    aks_registry: str | None = Field(
+        None, description="Container registry of the serving image, e.g. spamacr.azurecr.io."
+    )
+    aks_image_repository: str = Field("spam-classifier", description="Image repository.")
+    aks_image_builder: Literal["acr", "docker", "podman"] = Field(
+        "acr", description="acr: `az acr build` (no local engine); docker/podman: build + push."
+    )
+    aks_kubeconfig: Path | None = Field(
+        None, description="kubeconfig file (default: KUBECONFIG, ~/.kube/config, in-cluster)."
+    )
+    aks_context_staging: str | None = Field(None, description="kube context of staging.")
+    aks_context_production: str | None = Field(None, description="kube context of production.")
+    aks_namespace_staging: str = "spam-staging"
+    aks_namespace_production: str = "spam-production"
+    aks_release_prefix: str = Field("spam-serving", description="Helm release: <prefix>-<env>.")
+    aks_workload_identity_client_id: str | None = Field(
+        None, description="Client id of the serving pods' identity (reads Key Vault)."
+    )
+    aks_key_vault_name: str | None = Field(None, description="Key Vault holding the API keys.")
+    aks_api_keys_secret: str = Field("spam-api-keys", description="Key Vault secret name.")
+    aks_ingress_host_staging: str | None = Field(
+        None, description="Staging host name; set: staging gets the NGINX ingress too."
+    )
+    aks_ingress_host_production: str | None = Field(
+        None, description="Production host name (required: production serves via ingress)."
+    )
+    aks_production_approval: Literal["manual", "auto"] = Field(
+        "manual",
+        description="manual: production only in a run configured approve_production=true.",
+    )
+    aks_rollout_timeout_s: int = Field(600, description="helm --wait budget per release.")
+
     @property
     def serving_dir(self) -> Path:
         """Alias file, API key file and the serving pid/state of the local deployment."""

@@ -61,3 +61,13 @@ def latest_metadata(instance: dg.DagsterInstance, asset: str) -> dict:
     event = instance.get_latest_materialization_event(dg.AssetKey(asset))
     assert event is not None, f"{asset} was never materialized"
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def skipped_reason(result: dg.ExecuteInProcessResult) -> str:
+    """The reason an asset that stood aside recorded (its one observation's ``skipped``)."""
+    (obs,) = [
+        e.event_specific_data.asset_observation
+        for e in result.all_events
+        if e.event_type_value == "ASSET_OBSERVATION"
+    ]
+    return obs.metadata["skipped"].value

@@ -5,8 +5,12 @@ sender reputation features on so Feast (real Redis online store) is on the path 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import dagster as dg
 import mlflow
 import numpy as np
 import pandas as pd
@@ -164,6 +168,21 @@ def test_full_chain(small_run: Path, instance, monkeypatch):
     assert answer.json()["top_features"]
     bento_meta = latest_metadata(instance, "bento")
     assert bento_meta["model_tag"] == "spam-classifier:v1" and bento_meta["size_bytes"] > 0
+    # aks_deployment ran in the chain but did not pretend: skipped, with the reason observed
+    skipped = instance.fetch_observations(dg.AssetKey("aks_deployment"), limit=1).records
+    assert "SPAM_TARGET=local" in skipped[0].asset_observation.metadata["skipped"].value
+    # the Docker context `az acr build` would upload: the Bento's Dockerfile + the model files
+    context_dir = home / "image-context"
+    export = subprocess.run(
+        [sys.executable, "-m", "spam_assets.lib.image_context", bento_meta["bento_tag"],
+         str(context_dir)],
+        env={**os.environ, "BENTOML_HOME": str(home / "bentoml")},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert export.returncode == 0, export.stderr[-2000:]
+    dockerfile = Path(json.loads(export.stdout.splitlines()[-1])["dockerfile"]).read_text()
+    assert "BENTO_USER_UID" in dockerfile and "EXPOSE 3000" in dockerfile
+    assert any((context_dir / "models").rglob("*.onnx"))
     # same service code again: the running process swaps the model instead of restarting
     redeploy = run_assets(instance, ["local_deployment"])
     assert redeploy.success, failure_messages(redeploy)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
+from typing import ClassVar, Self, get_args
 
 import dagster as dg
 import pandas as pd
@@ -68,11 +69,47 @@ class ModelPolicy(dg.ConfigurableResource):
         )
 
 
-class FeastResource(dg.ConfigurableResource):
+class SettingsSlice(dg.ConfigurableResource):
+    """A resource that is a named slice of :class:`SpamSettings`: field ``f`` is setting
+    ``PREFIX + f`` (or ``f`` itself when in ``UNPREFIXED``). ``from_settings`` fills it and
+    ``settings()`` hands the effective values back to the plain-Python side, so the field
+    list is written once, in the class."""
+
+    PREFIX: ClassVar[str] = ""
+    UNPREFIXED: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def _setting(cls, field: str) -> str:
+        return field if field in cls.UNPREFIXED else cls.PREFIX + field
+
+    @classmethod
+    def from_settings(cls, s: SpamSettings) -> Self:
+        def plain(value: object) -> object:  # Dagster config holds str, not Path
+            return str(value) if isinstance(value, Path) else value
+
+        return cls(**{f: plain(getattr(s, cls._setting(f))) for f in cls.model_fields})
+
+    def settings(self) -> SpamSettings:
+        update = {}
+        for field in type(self).model_fields:
+            name, value = self._setting(field), getattr(self, field)
+            update[name] = Path(value) if value is not None and _is_path(name) else value
+        return get_settings().model_copy(update=update)
+
+
+def _is_path(setting: str) -> bool:
+    annotation = SpamSettings.model_fields[setting].annotation
+    return annotation is Path or Path in get_args(annotation)
+
+
+class FeastResource(SettingsSlice):
     """The Feast feature store (sender reputation): project, online store, Redis, registry.
 
     The store itself is built by ``spam_serving.feature_store`` from the per-target
     feature_store yaml, exactly as the service builds it."""
+
+    PREFIX: ClassVar[str] = "feast_"
+    UNPREFIXED: ClassVar[frozenset[str]] = frozenset({"home"})
 
     home: str
     project: str
@@ -81,19 +118,6 @@ class FeastResource(dg.ConfigurableResource):
     key_ttl_seconds: int
     registry: str | None = None
     registry_cache_ttl_s: int = 60
-
-    def settings(self) -> SpamSettings:
-        return get_settings().model_copy(
-            update={
-                "home": Path(self.home),
-                "feast_project": self.project,
-                "feast_online_store": self.online_store,
-                "feast_redis": self.redis,
-                "feast_key_ttl_seconds": self.key_ttl_seconds,
-                "feast_registry": self.registry,
-                "feast_registry_cache_ttl_s": self.registry_cache_ttl_s,
-            }
-        )
 
     @property
     def offline_dir(self) -> Path:
@@ -204,6 +228,31 @@ class ServingResource(dg.ConfigurableResource):
             "SPAM_SERVE_WORKERS": str(self.workers),
             "BENTOML_DO_NOT_TRACK": "true",
         }
+
+
+class AksResource(SettingsSlice):
+    """The AKS deployment target (``SPAM_TARGET=azure``): registry, clusters, identity
+    (settings ``SPAM_AKS_*``), handed to ``spam_assets.lib.aks`` through ``settings()``."""
+
+    PREFIX: ClassVar[str] = "aks_"
+    UNPREFIXED: ClassVar[frozenset[str]] = frozenset({"target"})
+
+    target: str
+    registry: str | None
+    image_repository: str
+    image_builder: str
+    kubeconfig: str | None
+    context_staging: str | None
+    context_production: str | None
+    namespace_staging: str
+    namespace_production: str
+    release_prefix: str
+    workload_identity_client_id: str | None
+    key_vault_name: str | None
+    ingress_host_staging: str | None
+    ingress_host_production: str | None
+    production_approval: str
+    rollout_timeout_s: int
 
 
 class MonitoringResource(dg.ConfigurableResource):
@@ -371,12 +420,21 @@ class ParquetPickleIOManager(dg.ConfigurableIOManager):
 
 
 def build_resources(settings: SpamSettings | None = None) -> dict[str, object]:
-    """All resources for the local target from one settings object."""
+    """All resources from one settings object: the local target, or ``SPAM_TARGET=azure``
+    (ADLS Gen2 IO manager, MLflow on PostgreSQL + Blob; see ``spam_assets.azure_target``)."""
     s = settings or get_settings()
     mlflow_uri = s.effective_mlflow_uri
-    artifacts = str(s.mlflow_artifact_root)
+    if s.target == "azure":
+        from spam_assets.azure_target import azure_io_manager, check_azure_settings
+
+        check_azure_settings(s)
+        io_manager: dg.ConfigurableIOManager = azure_io_manager(s)
+        artifacts = str(s.mlflow_artifact_uri)
+    else:
+        io_manager = ParquetPickleIOManager(base_dir=str(s.data_dir / "assets"))
+        artifacts = str(s.mlflow_artifact_root)
     return {
-        "io_manager": ParquetPickleIOManager(base_dir=str(s.data_dir / "assets")),
+        "io_manager": io_manager,
         "corpus": CorpusResource(
             sources=list(s.corpus_sources),
             cache_dir=str(s.data_dir / "downloads"),
@@ -394,15 +452,7 @@ def build_resources(settings: SpamSettings | None = None) -> dict[str, object]:
             gate_max_f1_regression=s.gate_max_f1_regression,
             reputation_features=s.reputation_features,
         ),
-        "feast": FeastResource(
-            home=str(s.home),
-            project=s.feast_project,
-            online_store=s.feast_online_store,
-            redis=s.feast_redis,
-            key_ttl_seconds=s.feast_key_ttl_seconds,
-            registry=s.feast_registry,
-            registry_cache_ttl_s=s.feast_registry_cache_ttl_s,
-        ),
+        "feast": FeastResource.from_settings(s),
         "tuning": TuningResource(
             ray_address=s.ray_address,
             num_cpus=s.ray_num_cpus,
@@ -433,6 +483,7 @@ def build_resources(settings: SpamSettings | None = None) -> dict[str, object]:
             workers=s.serve_workers,
             api_keys_file=str(s.api_keys_file or s.default_api_keys_file),
         ),
+        "aks_target": AksResource.from_settings(s),
         "monitoring": MonitoringResource(
             inference_log_dir=str(s.inference_log_dir),
             monitoring_dir=str(s.data_dir / "monitoring"),

@@ -5,8 +5,6 @@ so the alias always names a model that is actually serving.
 """
 
 import json
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from spam_assets.defs.resources import MlflowRegistry, MonitoringResource, ServingResource
+from spam_assets.lib.helper_process import HelperError, run_helper
 from spam_assets.lib.local_server import (
     ServerError,
     pid_alive,
@@ -26,7 +25,7 @@ from spam_assets.lib.local_server import (
     wait_ready,
 )
 from spam_serving.model_store import read_aliases, read_canary, write_aliases
-from spam_serving.settings import PROJECT_ROOT
+from spam_serving.settings import PROJECT_ROOT, get_settings
 
 STATE_FILE = "local_deployment.json"
 
@@ -38,26 +37,18 @@ STATE_FILE = "local_deployment.json"
 )
 def bento(context: dg.AssetExecutionContext, onnx_model: dict, serving: ServingResource):
     """``bentoml build`` of ``bentofile.yaml`` with the exported bundle as its model."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
+    try:
+        info = run_helper(
             "spam_assets.lib.bento_build",
             onnx_model["bundle_path"],
             str(onnx_model["model_version"]),
-        ],
-        env=serving.process_env(),
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if proc.returncode != 0:
+            env=serving.process_env(),
+        )
+    except HelperError as exc:
         raise dg.Failure(
             description=f"bento: bentoml build of {PROJECT_ROOT / 'bentofile.yaml'} failed",
-            metadata={"stderr": dg.MetadataValue.text(proc.stderr[-4000:])},
-        )
-    info = json.loads(proc.stdout.strip().splitlines()[-1])
+            metadata={"stderr": dg.MetadataValue.text(exc.stderr[-4000:])},
+        ) from exc
     context.log.info(f"built {info['bento_tag']} with model {info['model_tag']}")
     return dg.Output(
         info,
@@ -85,6 +76,7 @@ class LocalDeploymentConfig(dg.Config):
     group_name="deployment",
     description="The Bento served on 127.0.0.1 by a real bentoml serve process.",
     kinds={"bentoml"},
+    output_required=False,
 )
 def local_deployment(
     context: dg.AssetExecutionContext,
@@ -99,7 +91,15 @@ def local_deployment(
     A running server of the same service code keeps running and hot-swaps the model (no
     dropped requests); different code, a dead server or ``restart`` starts a new process.
     On any failure the alias file is restored, so the previous model keeps serving.
+    With ``SPAM_TARGET=azure`` it does not materialize (a server inside a step pod would die
+    with the pod, and ``champion`` is moved by ``aks_deployment``); an observation says so.
     """
+    target = get_settings().target
+    if target != "local":
+        reason = f"SPAM_TARGET={target}: serving runs on AKS (aks_deployment), not on 127.0.0.1"
+        context.log.info(f"local_deployment skipped: {reason}")
+        yield dg.AssetObservation(asset_key=context.asset_key, metadata={"skipped": reason})
+        return
     api_key = serving.ensure_api_key()
     state_path = serving.state_dir / STATE_FILE
     state = local_state(serving.state_dir)
@@ -198,7 +198,7 @@ def local_deployment(
         context.log.info(
             f"model v{version} serving at {serving.url} ({mode}); champion -> v{version}"
         )
-    return dg.Output(
+    yield dg.Output(
         {**new_state, "mode": mode, "api_keys_file": serving.api_keys_file, "curl": curl},
         metadata={
             "url": dg.MetadataValue.url(serving.url),

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from spam_assets.azure_target import k8s_op_tags
 from spam_assets.defs.resources import MlflowRegistry, StorageResource
 from spam_assets.lib.onnx_export import booster_from_bytes, to_onnx
 from spam_serving.explain import TreeExplainer
@@ -12,6 +13,7 @@ from spam_serving.model_bundle import write_bundle
 @dg.asset(
     group_name="export",
     kinds={"onnx"},
+    op_tags=k8s_op_tags("onnx_model"),
     description="ONNX model + featurizer state + threshold, versioned together as a bundle.",
 )
 def onnx_model(

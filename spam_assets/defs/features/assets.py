@@ -6,6 +6,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from spam_assets.azure_target import k8s_op_tags
 from spam_assets.defs.features.reputation import feast_registry
 from spam_assets.defs.resources import FeastResource, ModelPolicy
 from spam_assets.lib.reputation import historical_reputation
@@ -44,6 +45,7 @@ def feature_pipeline(dataset_splits: pd.DataFrame, policy: ModelPolicy) -> dg.Ou
 @dg.asset(
     group_name="features",
     deps=[feast_registry],
+    op_tags=k8s_op_tags("feature_matrices"),
     description="Dense float32 feature matrices per split (what XGBoost and ONNX both see); "
     "with reputation features on, the rep:* block comes from Feast's point-in-time join.",
 )

@@ -9,6 +9,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from spam_assets.azure_target import k8s_op_tags
 from spam_assets.defs.features.assets import messages_of
 from spam_assets.defs.resources import FeastResource, MlflowRegistry, ModelPolicy, TuningResource
 from spam_assets.lib.metrics import (
@@ -44,6 +45,7 @@ def _tune_data(feature_matrices: dict) -> dict:
 @dg.asset(
     group_name="training",
     kinds={"xgboost", "mlflow", "ray"},
+    op_tags=k8s_op_tags("tuned_model"),
     # dagster-mlflow's resource is a legacy (non-Pythonic) resource, so every resource of this
     # asset is requested by key.
     required_resource_keys={"mlflow", "tuning", "policy", "registry"},
