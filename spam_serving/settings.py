@@ -138,6 +138,12 @@ class SpamSettings(BaseSettings):
     canary_max_error_rate_increase: float = 0.01
     canary_max_latency_ratio: float = 1.5
     canary_max_accuracy_drop: float = 0.02
+    canary_min_latency_increase_ms: float = Field(
+        5.0, ge=0, description="A p95 gap below this never rolls back, whatever the ratio."
+    )
+    canary_alpha: float = Field(
+        0.05, gt=0, lt=1, description="Latency/accuracy rollback needs a p-value below this."
+    )
 
     # feature store (Feast): sender reputation
     reputation_features: bool = Field(

@@ -12,20 +12,30 @@ import pytest
 from webhook_receiver import webhook
 
 from spam_assets.lib.alerts import post_alert
-from spam_assets.lib.canary import CanaryPolicy, decide, version_stats
+from spam_assets.lib.canary import (
+    CanaryPolicy,
+    accuracy_worse_p,
+    decide,
+    latency_slower_p,
+    version_stats,
+)
 from spam_assets.lib.monitoring import feedback_metrics, mcnemar
 
 POLICY = CanaryPolicy(min_requests=100, min_feedback=20)
 
 
-def _side(requests=500, errors=0, p95=10.0, n_feedback=100, accuracy=0.95, version="1"):
+def _side(
+    requests=500, errors=0, p95=10.0, n_feedback=100, accuracy=0.95, version="1", slower_p=0.5
+):
     return {
+        "latency_slower_p": slower_p,
         "version": version,
         "requests": requests,
         "errors": errors,
         "error_rate": errors / requests if requests else 0.0,
         "p95_latency_ms": p95,
         "n_feedback": n_feedback,
+        "n_correct": round(accuracy * n_feedback),
         "accuracy": accuracy,
     }
 
@@ -38,8 +48,21 @@ def _side(requests=500, errors=0, p95=10.0, n_feedback=100, accuracy=0.95, versi
         (_side(), _side(requests=50, version="2"), 0.1, "hold", 0.1),
         (_side(), _side(n_feedback=5, version="2"), 0.1, "hold", 0.1),
         (_side(), _side(errors=3, requests=20, version="2"), 0.1, "rollback", 0.0),
-        (_side(), _side(p95=30.0, version="2"), 0.1, "rollback", 0.0),
-        (_side(), _side(accuracy=0.90, version="2"), 0.5, "rollback", 0.0),
+        (_side(), _side(p95=30.0, slower_p=0.001, version="2"), 0.1, "rollback", 0.0),
+        # 3x slower at p95 but Mann-Whitney sees no shift (a few outliers): keeps going
+        (_side(), _side(p95=30.0, slower_p=0.3, version="2"), 0.1, "advance", 0.5),
+        # the CI run: 4.4 vs 2.8 ms is x1.6 but 1.6 ms, below the 5 ms that matters
+        (_side(p95=2.8), _side(p95=4.4, slower_p=1e-6, version="2"), 0.5, "promote", 1.0),
+        # 100 vs 50 wrong of 1000 each: a real regression -> rolled back
+        (
+            _side(n_feedback=1000),
+            _side(n_feedback=1000, accuracy=0.90, version="2"),
+            0.5,
+            "rollback",
+            0.0,
+        ),
+        # the same 5-point gap on 100 labels a side (10 vs 5 wrong) is noise: Fisher p ~0.14
+        (_side(), _side(accuracy=0.90, version="2"), 0.5, "promote", 1.0),
         (_side(accuracy=0.90), _side(accuracy=0.89, version="2"), 0.1, "advance", 0.5),
     ],
 )
@@ -47,6 +70,49 @@ def test_canary_decisions(champion, challenger, fraction, action, next_fraction)
     decision = decide({"champion": champion, "challenger": challenger}, fraction, POLICY)
     assert (decision.action, decision.next_fraction) == (action, next_fraction)
     assert decision.reason
+
+
+def test_accuracy_regression_needs_significance_and_says_so():
+    # the CI run that rolled v2 back on noise: 54/62 right vs 55/58 right on canary feedback
+    champion = _side(n_feedback=58, accuracy=55 / 58)
+    challenger = _side(n_feedback=62, accuracy=54 / 62, version="2")
+    policy = CanaryPolicy(min_requests=100, min_feedback=20, max_accuracy_drop=0.05)
+    decision = decide({"champion": champion, "challenger": challenger}, 0.5, policy)
+    assert decision.action == "promote"
+    assert "not significant" in decision.reason and "Fisher p=0.1" in decision.reason
+    # the same rates on 10x the labels are a regression
+    big = {
+        "champion": _side(n_feedback=580, accuracy=550 / 580),
+        "challenger": _side(n_feedback=620, accuracy=540 / 620, version="2"),
+    }
+    rolled = decide(big, 0.5, policy)
+    assert rolled.action == "rollback" and "significant at alpha 0.05" in rolled.reason
+    # a stricter alpha keeps a borderline regression running
+    assert decide(big, 0.5, CanaryPolicy(**{**policy.__dict__, "alpha": 1e-9})).action == (
+        "promote"
+    )
+
+
+def test_latency_slower_p_is_one_sided_and_rank_based():
+    rng = np.random.default_rng(0)
+    fast = rng.gamma(4.0, 1.0, 200)
+    assert latency_slower_p(fast + 2.0, fast) < 1e-6
+    assert latency_slower_p(fast, fast + 2.0) > 0.99  # a faster challenger is never "slower"
+    # one huge outlier moves the p95 ratio, not the ranks
+    spiky = np.concatenate([fast[:190], np.full(10, 500.0)])
+    assert latency_slower_p(spiky, fast) > 0.05
+    assert latency_slower_p(np.array([]), fast) is None
+
+
+def test_fisher_p_value_matches_the_tea_tasting_example():
+    # Fisher's lady tasting tea: 3 of 4 right per cup kind; one-sided p = 17/70
+    assert accuracy_worse_p(
+        {"n_feedback": 4, "n_correct": 1}, {"n_feedback": 4, "n_correct": 3}
+    ) == pytest.approx(17 / 70)
+    # a better challenger is never "worse"
+    assert accuracy_worse_p(
+        {"n_feedback": 50, "n_correct": 50}, {"n_feedback": 50, "n_correct": 40}
+    ) == pytest.approx(1.0)
 
 
 def test_version_stats_counts_fallbacks_as_challenger_errors():
@@ -62,6 +128,7 @@ def test_version_stats_counts_fallbacks_as_challenger_errors():
     )
     stats = version_stats(log, "1", "2")
     assert stats["champion"]["requests"] == 4
+    assert stats["challenger"].pop("latency_slower_p") >= 0.5  # equal latencies: not slower
     assert stats["challenger"] == {
         "version": "2",
         "requests": 4,
@@ -69,6 +136,7 @@ def test_version_stats_counts_fallbacks_as_challenger_errors():
         "error_rate": 0.5,
         "p95_latency_ms": 5.0,
         "n_feedback": 2,
+        "n_correct": 1,
         "accuracy": 0.5,
     }
     assert stats["champion"]["accuracy"] == pytest.approx(2 / 3)
@@ -82,7 +150,7 @@ def test_feedback_metrics():
         }
     )
     m = feedback_metrics(df)
-    assert m == {"n_feedback": 4, "accuracy": 0.5, "f1": 0.5, "ham_fpr": 0.5}
+    assert m == {"n_feedback": 4, "n_correct": 2, "accuracy": 0.5, "f1": 0.5, "ham_fpr": 0.5}
     assert feedback_metrics(df.iloc[4:])["accuracy"] is None
 
 

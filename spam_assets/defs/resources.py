@@ -281,6 +281,8 @@ class MonitoringResource(dg.ConfigurableResource):
     canary_max_error_rate_increase: float
     canary_max_latency_ratio: float
     canary_max_accuracy_drop: float
+    canary_min_latency_increase_ms: float
+    canary_alpha: float
 
     @property
     def log_root(self) -> Path:
@@ -315,6 +317,8 @@ class MonitoringResource(dg.ConfigurableResource):
             max_error_rate_increase=self.canary_max_error_rate_increase,
             max_latency_ratio=self.canary_max_latency_ratio,
             max_accuracy_drop=self.canary_max_accuracy_drop,
+            min_latency_increase_ms=self.canary_min_latency_increase_ms,
+            alpha=self.canary_alpha,
         )
 
     def alert(self, kind: str, summary: str, details: dict):
@@ -507,6 +511,8 @@ def build_resources(settings: SpamSettings | None = None) -> dict[str, object]:
             canary_max_error_rate_increase=s.canary_max_error_rate_increase,
             canary_max_latency_ratio=s.canary_max_latency_ratio,
             canary_max_accuracy_drop=s.canary_max_accuracy_drop,
+            canary_min_latency_increase_ms=s.canary_min_latency_increase_ms,
+            canary_alpha=s.canary_alpha,
         ),
     }
 
