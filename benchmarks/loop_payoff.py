@@ -196,6 +196,10 @@ def main() -> None:
         f" (only the retrained model right: {fresh.get('only_challenger_correct')}, only the "
         f"stale one: {fresh.get('only_champion_correct')}).",
         "",
+        "## At the same false-positive cost",
+        "",
+        *_matched_lines(old),
+        "",
         "## What the loop saw",
         "",
         f"- live traffic: {live['n']} predictions, accuracy {live['correct'] / live['n']:.3f} "
@@ -219,6 +223,39 @@ def main() -> None:
             f"| {step} | {'-' if a is None else f'{a:.1f}'} | {'-' if b is None else f'{b:.1f}'} |"
         )
     write_report("loop-payoff", "\n".join(lines))
+
+
+def _matched_lines(champion: dict) -> list[str]:
+    """Both models at the stale model's held-out ham FPR (model_evaluation's ``matched``)."""
+    m = champion.get("matched")
+    if not m:
+        return ["(no matched comparison: model_evaluation found no champion)"]
+    test = m["mcnemar_spam"]
+    return [
+        f"The stale model lets through {m['false_positives']} held-out ham "
+        f"(ham FPR {m['ham_fpr']:.4f}) at its own threshold. At that same cost "
+        f"({m['challenger_false_positives']} ham) the retrained model catches "
+        f"{m['challenger_recall']:.4f} of the spam vs the stale model's "
+        f"{m['champion_recall']:.4f} ({m['challenger_recall'] / m['champion_recall']:.2f}x); "
+        f"McNemar on the spam rows: p = {test['p_value']:.3g} (caught only by the retrained "
+        f"model: {test['b_only_correct']}, only by the stale one: {test['a_only_correct']}).",
+        "",
+        "Spam recall of both at fixed held-out ham FPRs (each at the lowest threshold within "
+        "the budget; comparison thresholds, never deployed):",
+        "",
+        "| held-out ham FPR | ham let through | stale | retrained | retrained / stale |",
+        "|---|---:|---:|---:|---:|",
+        *(
+            f"| {fpr} | {p['false_positives']} | {p['champion_recall']:.4f} | "
+            f"{p['challenger_recall']:.4f} | "
+            + (
+                f"{p['challenger_recall'] / p['champion_recall']:.2f}x |"
+                if p["champion_recall"]
+                else "- |"
+            )
+            for fpr, p in m.get("at_ham_fpr", {}).items()
+        ),
+    ]
 
 
 if __name__ == "__main__":

@@ -52,6 +52,14 @@ class SpamSettings(BaseSettings):
     gate_min_f1: float = 0.90
     gate_max_easy_ham_fpr: float = 0.01
     gate_max_f1_regression: float = 0.0
+    gate_compare: Literal["matched_fpr", "f1"] = Field(
+        "matched_fpr",
+        description="Champion comparison: spam recall at the champion's held-out ham FPR "
+        "(matched_fpr) or F1 at each model's own threshold (f1).",
+    )
+    gate_max_recall_regression: float = Field(
+        0.0, ge=0, description="matched_fpr: allowed recall drop vs the champion."
+    )
 
     # tuning
     ray_address: str | None = None

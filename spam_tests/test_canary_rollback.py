@@ -16,7 +16,7 @@ import requests
 from serving_helpers import API_KEYS, free_port, running_server, train_bundle, train_small
 
 from spam_assets.lib.gate import GateFloors, gate_failures
-from spam_assets.lib.metrics import evaluate
+from spam_assets.lib.metrics import evaluate, matched_fpr_comparison
 from spam_assets.lib.onnx_export import to_onnx
 from spam_serving.explain import TreeExplainer
 from spam_serving.featurize import FeaturizerConfig
@@ -38,17 +38,25 @@ def test_gate_rejects_a_model_trained_on_shuffled_labels(real_sample):
         import xgboost as xgb
 
         scores = booster.predict(xgb.DMatrix(f.transform(held_msgs)))
-        return evaluate(y, scores, groups, 0.5, {})
+        return evaluate(y, scores, groups, 0.5, {}), scores
 
-    good = metrics(train)
+    good, good_scores = metrics(train)
     labels = np.random.default_rng(0).permutation([label for _, label, _ in train])
-    shuffled = metrics([(g, int(lab), raw) for (g, _, raw), lab in zip(train, labels, strict=True)])
+    shuffled, shuffled_scores = metrics(
+        [(g, int(lab), raw) for (g, _, raw), lab in zip(train, labels, strict=True)]
+    )
+    matched = matched_fpr_comparison(y, good_scores, 0.5, shuffled_scores)
     floors = GateFloors(max_easy_ham_fpr=0.05)  # ~150 held-out easy ham at threshold 0.5
     assert gate_failures(good, None, floors) == []
-    failures = gate_failures(shuffled, {**good, "model_version": "1"}, floors)
+    champion = {**good, "model_version": "1", "matched": matched}
+    failures = gate_failures(shuffled, champion, floors)
     assert any("below floor" in f for f in failures)
     assert any("worse than champion v1" in f for f in failures)
     assert shuffled["f1"] < good["f1"] - 0.3
+    # at the good model's false-positive count the shuffled one catches far less spam
+    assert matched["challenger_recall"] < matched["champion_recall"] - 0.3, matched
+    by_f1 = gate_failures(shuffled, champion, GateFloors(max_easy_ham_fpr=0.05, compare="f1"))
+    assert any("worse than champion v1" in f for f in by_f1)
 
 
 def _broken_bundle(sample, path):

@@ -19,7 +19,8 @@ from spam_assets.lib.canary import (
     latency_slower_p,
     version_stats,
 )
-from spam_assets.lib.monitoring import feedback_metrics, mcnemar
+from spam_assets.lib.metrics import mcnemar
+from spam_assets.lib.monitoring import feedback_metrics
 
 POLICY = CanaryPolicy(min_requests=100, min_feedback=20)
 

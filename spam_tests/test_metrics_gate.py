@@ -7,7 +7,13 @@ import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
 from spam_assets.lib.gate import GateFloors, gate_failures
-from spam_assets.lib.metrics import evaluate, markdown_table, pr_curve_png, threshold_for_fpr
+from spam_assets.lib.metrics import (
+    evaluate,
+    markdown_table,
+    matched_fpr_comparison,
+    pr_curve_png,
+    threshold_for_fpr,
+)
 
 
 def test_threshold_respects_fpr_budget():
@@ -20,6 +26,43 @@ def test_threshold_respects_fpr_budget():
         # lowest such threshold: one notch lower would exceed the budget
         ham = np.sort(s[y == 0])[::-1]
         assert ((s >= ham[int(fpr * 1000)]) & (y == 0)).sum() > int(fpr * 1000)
+
+
+def test_matched_fpr_comparison_gives_the_challenger_the_champions_false_positives():
+    y = np.r_[np.zeros(10, int), np.ones(10, int)]
+    # champion at 0.6: 2 of 10 ham through (FPR 0.2), 6 of 10 spam caught; 4 spam sit
+    # below its other ham, so no threshold with 2 false positives catches more
+    champion = np.r_[[0.1] * 8, 0.7, 0.8, [0.9] * 6, [0.05] * 4]
+    # challenger: its 3rd-highest ham is 0.5, so just above it 2 ham pass; 8 spam are above
+    challenger = np.r_[[0.2] * 7, 0.5, 0.55, 0.95, [0.99] * 8, [0.4] * 2]
+    m = matched_fpr_comparison(y, champion, 0.6, challenger)
+    assert (m["false_positives"], m["challenger_false_positives"]) == (2, 2)
+    assert m["ham_fpr"] == pytest.approx(0.2)
+    assert 0.5 < m["challenger_threshold"] < 0.55
+    assert (m["champion_recall"], m["challenger_recall"]) == (0.6, 0.8)
+    # paired on the spam rows: 2 caught only by the challenger, none only by the champion
+    assert m["mcnemar_spam"] == {"b_only_correct": 2, "a_only_correct": 0, "p_value": 0.5}
+    # ties never straddle: equal ham scores at the cut all stay below the threshold
+    tied = matched_fpr_comparison(y, champion, 0.6, np.r_[[0.5] * 10, [0.6] * 10])
+    assert tied["challenger_false_positives"] <= 2 and tied["challenger_recall"] == 1.0
+    # the same comparison at fixed held-out ham FPRs: 10 ham, so 0.1%..2% all mean 0 ham
+    assert set(m["at_ham_fpr"]) == {"0.1%", "0.5%", "1%", "2%"}
+    assert m["at_ham_fpr"]["1%"] == {
+        "false_positives": 0,
+        "champion_recall": 0.6,  # spam at 0.9 > top ham 0.8
+        "challenger_recall": 0.8,  # spam at 0.99 > top ham 0.95
+    }
+    # symmetric: the champion is also moved to the lowest threshold within its budget, so a
+    # model compared with itself ties even when its own threshold sits high between two ham
+    loose = np.r_[[0.1] * 8, 0.7, 0.8, [0.9] * 6, [0.3] * 4]  # 4 spam between 0.1 and 0.6
+    same = matched_fpr_comparison(y, loose, 0.6, loose)
+    assert same["champion_recall"] == same["challenger_recall"] == 1.0
+    assert same["champion_threshold"] == same["challenger_threshold"] < 0.3
+    assert same["mcnemar_spam"]["p_value"] == 1.0
+    # a champion with no false positives: the challenger gets none either
+    strict = matched_fpr_comparison(y, champion, 0.85, challenger)
+    assert strict["false_positives"] == 0 and strict["challenger_false_positives"] == 0
+    assert strict["challenger_recall"] == 0.8 and strict["champion_recall"] == 0.6
 
 
 def test_evaluate_matches_sklearn_and_groups():
@@ -44,7 +87,25 @@ def test_gate_floors_and_champion():
     assert gate_failures(good, None, floors) == []
     assert "below floor" in gate_failures({**good, "f1": 0.85}, None, floors)[0]
     assert "easy-ham FPR" in gate_failures({**good, "easy_ham_fpr": 0.02}, None, floors)[0]
+    by_f1 = GateFloors(min_f1=0.9, max_easy_ham_fpr=0.01, compare="f1")
     champ = {"f1": 0.97, "model_version": "3"}
-    assert "worse than champion v3" in gate_failures(good, champ, floors)[0]
-    assert gate_failures(good, champ, GateFloors(max_f1_regression=0.05)) == []
-    assert gate_failures(good, {"f1": 0.95, "model_version": "3"}, floors) == []
+    assert "worse than champion v3" in gate_failures(good, champ, by_f1)[0]
+    assert gate_failures(good, champ, GateFloors(max_f1_regression=0.05, compare="f1")) == []
+    assert gate_failures(good, {"f1": 0.95, "model_version": "3"}, by_f1) == []
+
+
+def test_gate_compares_with_the_champion_at_its_false_positive_rate():
+    floors = GateFloors(min_f1=0.8)  # compare="matched_fpr" is the default
+    good = {"f1": 0.85, "easy_ham_fpr": 0.0}
+    matched = {"ham_fpr": 0.01, "champion_recall": 0.90, "challenger_recall": 0.93}
+    # the loop pay-off case: lower F1 at its own (stricter) threshold, more spam at equal cost
+    champ = {"f1": 0.87, "model_version": "1", "matched": matched}
+    assert gate_failures(good, champ, floors) == []
+    worse = {**champ, "matched": {**matched, "challenger_recall": 0.88}}
+    (reason,) = gate_failures(good, worse, floors)
+    assert "0.8800 at the champion's held-out ham FPR 0.0100" in reason and "v1 (0.9000" in reason
+    assert gate_failures(good, worse, GateFloors(min_f1=0.8, max_recall_regression=0.03)) == []
+    # a champion without the matched comparison cannot be passed silently
+    assert "no matched-FPR comparison" in gate_failures(good, {"f1": 0.8}, floors)[0]
+    # the floors still apply on top
+    assert len(gate_failures({"f1": 0.7, "easy_ham_fpr": 0.02}, champ, floors)) == 2

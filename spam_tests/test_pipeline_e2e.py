@@ -201,6 +201,10 @@ def test_full_chain(small_run: Path, instance, monkeypatch):
     assert rerun.success, failure_messages(rerun)
     ev2 = latest_metadata(instance, "model_evaluation")
     assert ev2["champion_version"] == "1" and "(champion)" in ev2["metrics"]
+    # v1 against itself (native booster vs its exported bundle): same spam at the same cost
+    assert ev2["matched_challenger_recall"] == pytest.approx(
+        ev2["matched_champion_recall"], abs=0.01
+    )
 
     # a gate the challenger cannot pass blocks the export in the same run
     monkeypatch.setenv("SPAM_GATE_MIN_F1", "0.999")

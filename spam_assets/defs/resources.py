@@ -55,6 +55,8 @@ class ModelPolicy(dg.ConfigurableResource):
     gate_min_f1: float
     gate_max_easy_ham_fpr: float
     gate_max_f1_regression: float
+    gate_compare: str
+    gate_max_recall_regression: float
     reputation_features: bool
 
     def featurizer_config(self):
@@ -454,6 +456,8 @@ def build_resources(settings: SpamSettings | None = None) -> dict[str, object]:
             gate_min_f1=s.gate_min_f1,
             gate_max_easy_ham_fpr=s.gate_max_easy_ham_fpr,
             gate_max_f1_regression=s.gate_max_f1_regression,
+            gate_compare=s.gate_compare,
+            gate_max_recall_regression=s.gate_max_recall_regression,
             reputation_features=s.reputation_features,
         ),
         "feast": FeastResource.from_settings(s),

@@ -1,7 +1,9 @@
 """The evaluation protocol of DESIGN.md section 4, with spam as the positive class.
 
 Thresholds are always chosen on validation data and passed in; nothing here looks at test
-labels to pick an operating point.
+labels to pick a deployed operating point. The one use of test labels for a threshold is
+``matched_fpr_comparison``: it compares two models at the same held-out ham false-positive
+rate, and that comparison threshold is never deployed.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import io
 import numpy as np
 
 FPR_POINTS = (0.001, 0.01)
+#: Held-out ham FPRs at which ``matched_fpr_comparison`` also reports both models' recall.
+MATCHED_FPR_POINTS = (0.001, 0.005, 0.01, 0.02)
 
 
 def threshold_for_fpr(y_true: np.ndarray, scores: np.ndarray, max_fpr: float) -> float:
@@ -20,12 +24,86 @@ def threshold_for_fpr(y_true: np.ndarray, scores: np.ndarray, max_fpr: float) ->
     Lowest means the most spam caught under the FPR budget. Ties: a threshold just above
     the largest allowed ham score, so equal scores never straddle the cut.
     """
-    ham = np.sort(scores[y_true == 0])[::-1]
-    if len(ham) == 0:
+    n_ham = int((np.asarray(y_true) == 0).sum())
+    if n_ham == 0:
         return 0.5
-    allowed = int(np.floor(max_fpr * len(ham)))
+    return threshold_for_false_positives(y_true, scores, int(np.floor(max_fpr * n_ham + 1e-9)))
+
+
+def threshold_for_false_positives(y_true: np.ndarray, scores: np.ndarray, allowed: int) -> float:
+    """Lowest threshold that lets at most ``allowed`` ham messages score at or above it."""
+    ham = np.sort(np.asarray(scores)[np.asarray(y_true) == 0])[::-1]
     cut = ham[allowed] if allowed < len(ham) else -np.inf
     return float(np.nextafter(np.float32(cut), np.float32(np.inf))) if np.isfinite(cut) else 0.0
+
+
+def matched_fpr_comparison(
+    y_true: np.ndarray,
+    champion_scores: np.ndarray,
+    champion_threshold: float,
+    challenger_scores: np.ndarray,
+) -> dict:
+    """Spam recall of both models at the champion's held-out ham false-positive rate.
+
+    Each model's own threshold comes from its own validation slice, and a retrain on fresher
+    data also moves the threshold, so F1 at the two own thresholds mixes "which model ranks
+    better" with "which threshold happened to land where". Here the budget is the number of
+    held-out ham the champion lets through today; *both* models get the lowest threshold
+    that stays within it (the champion's own threshold may sit anywhere between two ham
+    scores, so leaving it there would favour the challenger), and they are compared on the
+    spam they catch at that cost (paired, with McNemar on the spam rows). A point on the two
+    ROC curves, in other words; the comparison thresholds are never deployed."""
+    y = np.asarray(y_true).astype(int)
+    a, b = np.asarray(champion_scores), np.asarray(challenger_scores)
+    spam = y == 1
+    false_positives = int(((a >= champion_threshold) & (y == 0)).sum())
+    thr_a = threshold_for_false_positives(y, a, false_positives)
+    thr_b = threshold_for_false_positives(y, b, false_positives)
+    pred_a, pred_b = a >= thr_a, b >= thr_b
+    n_ham = int((y == 0).sum())
+    curve = {}
+    for fpr in MATCHED_FPR_POINTS:
+        k = int(np.floor(fpr * n_ham + 1e-9))
+        curve[f"{fpr * 100:g}%"] = {
+            "false_positives": k,
+            "champion_recall": _recall_within(y, a, k),
+            "challenger_recall": _recall_within(y, b, k),
+        }
+    return {
+        "ham_fpr": false_positives / n_ham if n_ham else None,
+        "at_ham_fpr": curve,
+        "false_positives": false_positives,
+        "challenger_false_positives": int((pred_b & (y == 0)).sum()),
+        "champion_threshold": thr_a,
+        "challenger_threshold": thr_b,
+        "champion_recall": float(pred_a[spam].mean()) if spam.any() else None,
+        "challenger_recall": float(pred_b[spam].mean()) if spam.any() else None,
+        "mcnemar_spam": mcnemar(y[spam], pred_a[spam].astype(int), pred_b[spam].astype(int)),
+    }
+
+
+def _recall_within(y: np.ndarray, scores: np.ndarray, false_positives: int) -> float | None:
+    """Spam recall at the lowest threshold that lets through at most ``false_positives`` ham."""
+    if not (y == 1).any():
+        return None
+    return float(
+        (scores[y == 1] >= threshold_for_false_positives(y, scores, false_positives)).mean()
+    )
+
+
+def mcnemar(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict:
+    """Exact McNemar test on paired predictions: does B's error rate differ from A's?
+
+    ``b_only_correct``/``a_only_correct`` are the discordant pairs; the p-value is the
+    two-sided binomial test on them (exact, valid for small counts).
+    """
+    from scipy import stats
+
+    y, a, b = (np.asarray(v).astype(int) for v in (y_true, pred_a, pred_b))
+    a_ok, b_ok = a == y, b == y
+    n01, n10 = int((~a_ok & b_ok).sum()), int((a_ok & ~b_ok).sum())
+    p = float(stats.binomtest(n01, n01 + n10, 0.5).pvalue) if n01 + n10 else 1.0
+    return {"b_only_correct": n01, "a_only_correct": n10, "p_value": p}
 
 
 def _rate(mask: np.ndarray, pred: np.ndarray) -> float | None:

@@ -13,11 +13,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from scipy import stats
 
 from spam_assets.lib.files import write_atomic
 from spam_serving.featurize import NUMERIC_FEATURES
@@ -204,16 +202,3 @@ def labelled_examples(root: Path, since: datetime) -> pd.DataFrame:
         df[col] = pd.to_datetime(df[col], utc=True, errors="coerce")
     df = df.sort_values("feedback_ts").drop_duplicates("content_hash", keep="last")
     return df.sort_values("message_id").reset_index(drop=True)
-
-
-def mcnemar(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict:
-    """Exact McNemar test on paired predictions: does B's error rate differ from A's?
-
-    ``b_only_correct``/``a_only_correct`` are the discordant pairs; the p-value is the
-    two-sided binomial test on them (exact, valid for small counts).
-    """
-    y, a, b = (np.asarray(v).astype(int) for v in (y_true, pred_a, pred_b))
-    a_ok, b_ok = a == y, b == y
-    n01, n10 = int((~a_ok & b_ok).sum()), int((a_ok & ~b_ok).sum())
-    p = float(stats.binomtest(n01, n01 + n10, 0.5).pvalue) if n01 + n10 else 1.0
-    return {"b_only_correct": n01, "a_only_correct": n10, "p_value": p}

@@ -17,11 +17,12 @@ from spam_assets.lib.metrics import (
     confusion_markdown,
     evaluate,
     markdown_table,
+    matched_fpr_comparison,
+    mcnemar,
     png_markdown,
     pr_curve_png,
     threshold_for_fpr,
 )
-from spam_assets.lib.monitoring import mcnemar
 from spam_assets.lib.onnx_export import booster_from_bytes, native_scores
 from spam_assets.lib.reputation import historical_reputation
 from spam_assets.lib.splits import FEEDBACK_GROUP
@@ -165,14 +166,16 @@ def champion_metrics(
     test: pd.DataFrame,
     exclude_version: str,
     log,
-    challenger_pred: np.ndarray | None = None,
+    challenger: tuple[np.ndarray, float] | None = None,
     feast: FeastResource | None = None,
 ) -> dict | None:
     """Evaluate the model behind alias ``champion`` on the same test rows, with its own
     featurizer and threshold (from its bundle). None when there is no champion yet.
 
-    With ``challenger_pred`` (0/1 per test row, same order) it adds an exact McNemar test on
-    the paired predictions: a point difference in F1 on a few thousand messages can be noise."""
+    With ``challenger`` (its scores per test row, same order, and its threshold) it adds an
+    exact McNemar test on the paired predictions (a point difference in F1 on a few thousand
+    messages can be noise) and the comparison at the champion's held-out ham FPR
+    (``matched``, see ``matched_fpr_comparison``)."""
     client = registry.client()
     try:
         mv = client.get_model_version_by_alias(registry.model_name, CHAMPION)
@@ -204,9 +207,13 @@ def champion_metrics(
         {float(k): v for k, v in bundle.meta.get("fpr_thresholds", {}).items()},
     )
     out = {**metrics, "model_version": str(mv.version)}
-    if challenger_pred is not None:
+    if challenger is not None:
+        y = test["label"].to_numpy()
+        chall_scores, chall_threshold = challenger
         champ_pred = (scores >= bundle.threshold).astype(int)
-        out["mcnemar"] = mcnemar(test["label"].to_numpy(), champ_pred, challenger_pred)
+        chall_pred = (chall_scores >= chall_threshold).astype(int)
+        out["mcnemar"] = mcnemar(y, champ_pred, chall_pred)
+        out["matched"] = matched_fpr_comparison(y, scores, bundle.threshold, chall_scores)
     return out
 
 
@@ -235,11 +242,16 @@ def model_evaluation(
         tuned_model["fpr_thresholds"],
     )
     test_rows = dataset_splits[dataset_splits["split"] == "test"]
-    pred = (scores >= tuned_model["threshold"]).astype(int)
     champion = champion_metrics(
-        registry, test_rows, tuned_model["model_version"], context.log, pred, feast
+        registry,
+        test_rows,
+        tuned_model["model_version"],
+        context.log,
+        (scores, tuned_model["threshold"]),
+        feast,
     )
     significance = champion["mcnemar"] if champion else None
+    matched = champion.get("matched") if champion else None
 
     n_feedback = sum(
         g == FEEDBACK_GROUP
@@ -287,6 +299,16 @@ def model_evaluation(
                     "only_champion_correct": significance["a_only_correct"],
                 }
                 if significance
+                else {}
+            ),
+            **(
+                {
+                    "matched_ham_fpr": matched["ham_fpr"],
+                    "matched_champion_recall": matched["champion_recall"],
+                    "matched_challenger_recall": matched["challenger_recall"],
+                    "matched_mcnemar_p_value": matched["mcnemar_spam"]["p_value"],
+                }
+                if matched
                 else {}
             ),
         },
