@@ -202,6 +202,12 @@ def test_full_chain(small_run: Path, instance, monkeypatch):
     ev2 = latest_metadata(instance, "model_evaluation")
     assert ev2["champion_version"] == "1" and "(champion)" in ev2["metrics"]
     # v1 against itself (native booster vs its exported bundle): same spam at the same cost
+    curve = ev2["recall_at_held_out_ham_fpr"]
+    assert set(curve) == {"0.1%", "0.5%", "1%", "2%"}
+    assert all(
+        p["challenger_recall"] == pytest.approx(p["champion_recall"], abs=0.01)
+        for p in curve.values()
+    )
     assert ev2["matched_challenger_recall"] == pytest.approx(
         ev2["matched_champion_recall"], abs=0.01
     )

@@ -307,6 +307,7 @@ def model_evaluation(
                     "matched_champion_recall": matched["champion_recall"],
                     "matched_challenger_recall": matched["challenger_recall"],
                     "matched_mcnemar_p_value": matched["mcnemar_spam"]["p_value"],
+                    "recall_at_held_out_ham_fpr": dg.MetadataValue.json(matched["at_ham_fpr"]),
                 }
                 if matched
                 else {}
