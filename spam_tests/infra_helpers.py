@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from spam_serving.settings import PROJECT_ROOT
+from spam_serving.settings import PROJECT_ROOT, SpamSettings
 
 CHECKOV = PROJECT_ROOT / "tools" / "checkov" / ".venv" / "bin" / "checkov"
 
@@ -38,3 +38,16 @@ def checkov(target: Path, framework: str, *extra: str, expect_passes: bool = Tru
 
 def describe(failed: list[dict]) -> list[str]:
     return [f"{c['check_id']} {c['check_name']} @ {c.get('resource')}" for c in failed]
+
+
+def azure_settings(**extra) -> SpamSettings:
+    """Settings of a configured azure target (Key Vault, workload identity, production host)."""
+    return SpamSettings(
+        target="azure",
+        aks_key_vault_name="spam-kv-prod",
+        aks_workload_identity_client_id="11111111-2222-3333-4444-555555555555",
+        azure_tenant_id="aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
+        feast_redis="spam.redis.cache.windows.net:6380,ssl=true",
+        aks_ingress_host_production="spam.example.org",
+        **extra,
+    )

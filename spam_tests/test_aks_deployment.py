@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from conftest import free_port
+from infra_helpers import azure_settings
 from pipeline_helpers import skipped_reason
 
 from spam_assets.defs.deployment.aks import aks_deployment
@@ -63,14 +64,7 @@ def test_release_names_follow_helm_rules():
 
 
 def test_release_values_per_environment():
-    s = SpamSettings(
-        target="azure",
-        aks_key_vault_name="spam-kv",
-        aks_workload_identity_client_id="11111111-2222-3333-4444-555555555555",
-        azure_tenant_id="aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
-        feast_registry="postgresql://feast@pg:5432/feast",
-        aks_ingress_host_production="spam.example.org",
-    )
+    s = azure_settings(feast_registry="postgresql://feast@pg:5432/feast")
     image = aks.ImageSpec("spamacr.azurecr.io", "spam-classifier", "v7-01234567")
     staging = aks.release_values(s, "staging", image)
     production = aks.release_values(s, "production", image)
@@ -82,7 +76,7 @@ def test_release_values_per_environment():
     with pytest.raises(ValueError, match="SPAM_AKS_INGRESS_HOST_PRODUCTION"):
         aks.release_values(SpamSettings(), "production", image)
     assert production["image"] == {"repository": image.repository_ref, "tag": image.tag}
-    assert production["apiKeys"]["csi"]["keyVaultName"] == "spam-kv"
+    assert production["apiKeys"]["csi"]["keyVaultName"] == "spam-kv-prod"
     assert production["config"]["SPAM_FEAST_REGISTRY"] == "postgresql://feast@pg:5432/feast"
     # without Key Vault settings the chart's default (a Secret you manage) stays
     plain = aks.release_values(SpamSettings(), "staging", image)

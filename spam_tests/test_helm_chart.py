@@ -8,28 +8,16 @@ import copy
 
 import pytest
 import yaml
-from infra_helpers import checkov, describe
+from infra_helpers import azure_settings, checkov, describe
 
 from spam_assets.lib import aks
-from spam_serving.settings import PROJECT_ROOT, SpamSettings
+from spam_serving.settings import PROJECT_ROOT
 
 DIGEST = "sha256:" + "ab" * 32
 IMAGE = aks.ImageSpec("spamacr.azurecr.io", "spam-classifier", "v7-0123abcd", DIGEST)
 CANARY = aks.ImageSpec(
     "spamacr.azurecr.io", "spam-classifier", "v8-0123abcd", "sha256:" + "cd" * 32
 )
-
-
-def azure_settings(**extra) -> SpamSettings:
-    return SpamSettings(
-        target="azure",
-        aks_key_vault_name="spam-kv-prod",
-        aks_workload_identity_client_id="11111111-2222-3333-4444-555555555555",
-        azure_tenant_id="aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
-        feast_redis="spam.redis.cache.windows.net:6380,ssl=true",
-        aks_ingress_host_production="spam.example.org",
-        **extra,
-    )
 
 
 def by_kind(docs: list[dict]) -> dict[str, list[dict]]:
