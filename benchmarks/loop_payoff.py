@@ -243,8 +243,9 @@ def _matched_lines(champion: dict) -> list[str]:
         "Spam recall of both at fixed held-out ham FPRs (each at the lowest threshold within "
         "the budget; comparison thresholds, never deployed):",
         "",
-        "| held-out ham FPR | ham let through | stale | retrained | retrained / stale |",
-        "|---|---:|---:|---:|---:|",
+        "| held-out ham FPR | ham let through | stale | retrained | retrained / stale "
+        "| McNemar p (spam rows) |",
+        "|---|---:|---:|---:|---:|---:|",
         *(
             f"| {fpr} | {p['false_positives']} | {p['champion_recall']:.4f} | "
             f"{p['challenger_recall']:.4f} | "
@@ -253,6 +254,7 @@ def _matched_lines(champion: dict) -> list[str]:
                 if p["champion_recall"]
                 else "- |"
             )
+            + f" {p['mcnemar_p_value']:.3g} |"
             for fpr, p in m.get("at_ham_fpr", {}).items()
         ),
     ]

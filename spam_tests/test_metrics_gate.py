@@ -51,6 +51,7 @@ def test_matched_fpr_comparison_gives_the_challenger_the_champions_false_positiv
         "false_positives": 0,
         "champion_recall": 0.6,  # spam at 0.9 > top ham 0.8
         "challenger_recall": 0.8,  # spam at 0.99 > top ham 0.95
+        "mcnemar_p_value": 0.5,  # 2 discordant spam, both the challenger's
     }
     # symmetric: the champion is also moved to the lowest threshold within its budget, so a
     # model compared with itself ties even when its own threshold sits high between two ham

@@ -64,10 +64,12 @@ def matched_fpr_comparison(
     curve = {}
     for fpr in MATCHED_FPR_POINTS:
         k = int(np.floor(fpr * n_ham + 1e-9))
+        caught_a, caught_b = _caught_within(y, a, k), _caught_within(y, b, k)
         curve[f"{fpr * 100:g}%"] = {
             "false_positives": k,
-            "champion_recall": _recall_within(y, a, k),
-            "challenger_recall": _recall_within(y, b, k),
+            "champion_recall": float(caught_a.mean()) if spam.any() else None,
+            "challenger_recall": float(caught_b.mean()) if spam.any() else None,
+            "mcnemar_p_value": mcnemar(np.ones_like(caught_a), caught_a, caught_b)["p_value"],
         }
     return {
         "ham_fpr": false_positives / n_ham if n_ham else None,
@@ -82,13 +84,11 @@ def matched_fpr_comparison(
     }
 
 
-def _recall_within(y: np.ndarray, scores: np.ndarray, false_positives: int) -> float | None:
-    """Spam recall at the lowest threshold that lets through at most ``false_positives`` ham."""
-    if not (y == 1).any():
-        return None
-    return float(
-        (scores[y == 1] >= threshold_for_false_positives(y, scores, false_positives)).mean()
-    )
+def _caught_within(y: np.ndarray, scores: np.ndarray, false_positives: int) -> np.ndarray:
+    """Per spam row, 1 if caught at the lowest threshold letting through at most
+    ``false_positives`` ham."""
+    threshold = threshold_for_false_positives(y, scores, false_positives)
+    return (scores[y == 1] >= threshold).astype(int)
 
 
 def mcnemar(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict:
