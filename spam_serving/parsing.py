@@ -12,7 +12,7 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from email.header import decode_header
 from email.message import Message
@@ -66,8 +66,10 @@ class ParsedMessage:
     content_hash: str = ""
 
     def to_record(self) -> dict:
-        """Plain dict (Parquet row); :func:`from_record` is its exact inverse."""
-        return asdict(self)
+        """Plain dict (Parquet row); :func:`from_record` is its exact inverse. A shallow copy:
+        every field is a scalar, and ``dataclasses.asdict``'s deep copy cost ~170 µs per
+        message on the request path (the inference log keeps each parsed message)."""
+        return {name: getattr(self, name) for name in FIELD_NAMES}
 
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(ParsedMessage))

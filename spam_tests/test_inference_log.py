@@ -56,6 +56,30 @@ def test_a_broken_disk_never_raises_into_the_request_path(tmp_path):
     assert writer.dropped_rows == 12
 
 
+def test_a_failed_warm_up_keeps_the_writer_alive(tmp_path, monkeypatch):
+    """The Parquet warm-up runs in the writer thread (not on the service's start-up path): if
+    it fails, the thread goes on and later rows are still written."""
+    import spam_serving.inference_log as inference_log
+
+    real_write = inference_log.pq.write_table
+    calls = []
+
+    def write_table(table, where, **kwargs):
+        calls.append(where)
+        if len(calls) == 1:
+            raise OSError("simulated warm-up failure")
+        return real_write(table, where, **kwargs)
+
+    monkeypatch.setattr(inference_log.pq, "write_table", write_table)
+    writer = ParquetLogWriter(tmp_path, "predictions", flush_rows=3, flush_s=0.1)
+    for i in range(3):
+        assert writer.append(_row(i, datetime.now(UTC)))
+    writer.close()
+    assert writer.alive is False and writer.failed_flushes == 0
+    assert writer.written_rows == 3 and read_log(tmp_path, "predictions").num_rows == 3
+    assert not isinstance(calls[0], (str, Path))  # the first call was the in-memory warm-up
+
+
 def test_full_queue_drops_instead_of_blocking(tmp_path):
     writer = ParquetLogWriter(tmp_path, "predictions", flush_rows=10_000, flush_s=60, max_queue=3)
     results = [writer.append(_row(i, datetime.now(UTC))) for i in range(200)]
