@@ -51,6 +51,8 @@ class ParquetLogWriter:
         self.dropped_rows = 0
         self.files_written = 0
         self.failed_flushes = 0
+        #: set once the writer thread has warmed pyarrow up (see :func:`_warm_up_parquet`)
+        self.warmed_up = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"log-{stream}", daemon=True)
         self._thread.start()
 
@@ -77,6 +79,7 @@ class ParquetLogWriter:
 
     def _run(self) -> None:
         _warm_up_parquet()
+        self.warmed_up.set()
         buffer: list[dict] = []
         oldest = time.monotonic()
         while True:

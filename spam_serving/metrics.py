@@ -6,7 +6,7 @@ prometheus_client directly (``bentoml.metrics`` is deprecated); BentoML runs eac
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
@@ -44,4 +44,9 @@ DEGRADED = Counter(
     "Predictions answered with message-only features (sender reputation store timeout, "
     "error, or backoff after an error).",
     ["reason"],
+)
+GC_FROZEN = Gauge(
+    "spam_gc_frozen_objects",
+    "Objects a worker moved out of garbage collection after start-up (gc.freeze()).",
+    multiprocess_mode="liveall",
 )

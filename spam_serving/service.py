@@ -10,6 +10,7 @@ the ``local_deployment`` asset. It serves the bundle that the alias file maps to
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import logging
@@ -27,7 +28,7 @@ import numpy as np
 from pydantic import ValidationError
 from starlette.responses import JSONResponse
 
-from spam_serving import metrics
+from spam_serving import bentoml_patches, metrics
 from spam_serving.feature_store import OnlineReputation
 from spam_serving.featurize import NUMERIC_FEATURES
 from spam_serving.gateway import CANARY_ENV, ENVIRONMENTS, GatewayMiddleware, load_api_keys
@@ -38,6 +39,7 @@ from spam_serving.schemas import BatchIn, FeedbackIn, MessageIn
 from spam_serving.settings import get_settings
 
 logger = logging.getLogger(__name__)
+bentoml_patches.install()  # before BentoML builds the app: see the module
 SETTINGS = get_settings()
 ASYNC_CHUNK = 100
 #: The featurizer's structural block (its first columns): what drift monitoring reads.
@@ -101,6 +103,7 @@ class SpamClassifier:
         self.reputation = OnlineReputation(s)
         self._watcher: asyncio.Task | None = None
         self._warmer: asyncio.Task | None = None
+        self._freezer: asyncio.Task | None = None
 
     def __is_ready__(self) -> bool:
         """Ready only when both aliases have a loaded model (and, for a model that uses sender
@@ -109,9 +112,26 @@ class SpamClassifier:
 
     @bentoml.on_startup
     async def _start_watching(self) -> None:
+        if self.settings.gc_freeze:
+            self._freezer = asyncio.get_running_loop().create_task(self._freeze_heap())
         self._watcher = asyncio.get_running_loop().create_task(self.router.watch())
         if self._needs_reputation():  # Feast loads off the loop; readiness waits for it
             self._warmer = asyncio.get_running_loop().create_task(self.reputation.warm_up())
+
+    async def _freeze_heap(self, budget_s: float = 60.0) -> None:
+        """``gc.freeze()`` the start-up heap. It never becomes garbage (BentoML, numpy,
+        pandas from the log writer's warm-up, the models), yet every full collection walked
+        it: measured under load, 8-9 full collections per worker in 12 s, 200+ ms each, each a
+        stall for every request in flight. Frozen, it is never scanned again. Waits for the
+        log writers' warm-up (it imports pandas) so that heap is frozen too."""
+        deadline = time.monotonic() + budget_s
+        while time.monotonic() < deadline and not all(
+            w.warmed_up.is_set() for w in self.logs.values()
+        ):
+            await asyncio.sleep(0.05)
+        gc.collect()
+        gc.freeze()
+        metrics.GC_FROZEN.set(gc.get_freeze_count())
 
     def _needs_reputation(self) -> bool:
         return any(m.bundle.featurizer.config.reputation for m in self.router.models.values())

@@ -104,6 +104,10 @@ class SpamSettings(BaseSettings):
     )
     batch_max_size: int = Field(128, description="Adaptive batching: rows per model call.")
     explain_top_k: int = 5
+    gc_freeze: bool = Field(
+        True,
+        description="gc.freeze() the start-up heap once the models are loaded (see service).",
+    )
     canary_fraction: float = Field(
         0.0, ge=0.0, le=1.0, description="Share of production requests sent to the challenger."
     )

@@ -249,6 +249,23 @@ def test_metrics_content(served):
     assert "bentoml_service_request_duration_seconds" in text  # BentoML's own
 
 
+def test_every_worker_freezes_its_start_up_heap(served):
+    """gc.freeze() once the models and the log writer's pandas import are in: each of the
+    2 workers reports its frozen object count (BentoML + numpy + pandas + models: >50k)."""
+    deadline = time.monotonic() + 30
+    while True:
+        text = requests.get(served["url"] + "/metrics", timeout=10).text
+        counts = [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("spam_gc_frozen_objects{")
+        ]
+        if len(counts) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(counts) == 2 and min(counts) > 50_000, counts
+
+
 BIG = "x" * 10_500_000
 BAD_REQUESTS = [
     # (id, path, kwargs for requests.post, expected status)

@@ -1,0 +1,106 @@
+"""The TimeoutMiddleware fix: same behaviour as BentoML's, without holding every answered
+request in memory for the whole timeout. Run on uvloop, the loop BentoML serves with."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import gc
+import json
+import weakref
+
+import pytest
+import uvloop
+from bentoml._internal.server.base_app import BaseAppFactory
+from bentoml._internal.server.http import traffic
+
+from spam_serving import bentoml_patches
+from spam_serving.bentoml_patches import CancellingTimeoutMiddleware
+
+REQUEST_STATE: contextvars.ContextVar = contextvars.ContextVar("request_state")
+
+
+class RequestState:
+    """Stands in for what a request's context holds (its OpenTelemetry span, ...)."""
+
+
+def _app(delay_s: float = 0.0):
+    async def app(scope, receive, send):
+        await asyncio.sleep(delay_s)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    return app
+
+
+async def _serve(middleware, n: int) -> tuple[list[weakref.ref], list[dict]]:
+    """``n`` requests through ``middleware``; weak references to their request state."""
+    refs, sent = [], []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def one():
+        # what an outer middleware (OpenTelemetry's) puts in the request's context
+        state = RequestState()
+        REQUEST_STATE.set(state)
+        refs.append(weakref.ref(state))
+        del state
+        await middleware({"type": "http", "path": "/predict"}, receive, send)
+
+    for _ in range(n):  # each request in its own task and context, as uvicorn runs them
+        await asyncio.get_running_loop().create_task(one(), context=contextvars.Context())
+    return refs, sent
+
+
+def _alive_after(middleware_cls, timeout_s: float) -> int:
+    async def main():
+        refs, _ = await _serve(middleware_cls(_app(), timeout=timeout_s), 20)
+        await asyncio.sleep(0.05)
+        gc.collect()
+        return sum(r() is not None for r in refs)
+
+    return uvloop.run(main())
+
+
+def test_requests_are_freed_once_answered():
+    assert _alive_after(CancellingTimeoutMiddleware, timeout_s=30) <= 1
+
+
+def test_bentomls_own_middleware_still_holds_them_for_the_timeout():
+    """The reason for the patch. If this starts failing, BentoML fixed it upstream: drop
+    ``spam_serving/bentoml_patches.py``."""
+    assert bentoml_patches._ORIGINAL is not CancellingTimeoutMiddleware
+    assert _alive_after(bentoml_patches._ORIGINAL, timeout_s=30) >= 19
+
+
+def test_a_slow_request_still_gets_a_504_with_a_json_reason():
+    async def main():
+        _, sent = await _serve(CancellingTimeoutMiddleware(_app(delay_s=1.0), timeout=0.1), 1)
+        return sent
+
+    sent = uvloop.run(main())
+    assert sent[0]["status"] == 504
+    assert "0.1 seconds" in json.loads(sent[1]["body"])["error"]
+
+
+def test_bentoml_builds_its_apps_with_the_patched_class():
+    import spam_serving.service  # noqa: F401  (installs the patch, as `bentoml serve` does)
+
+    assert traffic.TimeoutMiddleware is CancellingTimeoutMiddleware
+
+    class Factory(BaseAppFactory):
+        name = "probe"
+
+    factory = Factory(timeout=30, max_concurrency=None)
+    assert [m.cls for m in factory.middlewares] == [CancellingTimeoutMiddleware]
+    bentoml_patches.install()  # idempotent
+
+
+def test_install_refuses_to_replace_someone_elses_middleware(monkeypatch):
+    monkeypatch.setattr(traffic, "TimeoutMiddleware", type("Other", (), {}))
+    with pytest.raises(RuntimeError, match="replaced by someone else"):
+        bentoml_patches.install()
