@@ -4,7 +4,7 @@ Servers under test, each with the same number of worker processes, on 127.0.0.1:
 
 * ``bento``: ``bentoml serve spam_serving.service:SpamClassifier`` with the deployed bundle
   (explanations on, inference log on: the real request path), with adaptive batching of the
-  model call on (the default) and off;
+  model call on (the default) and off, and with the start-up heap's ``gc.freeze()`` off;
 * ``fastapi+sklearn``: the baseline a user would otherwise write (see ``baseline_app``);
 * ``fastapi+ours``: the same FastAPI app calling our parser, featurizer and ONNX model.
 
@@ -51,6 +51,7 @@ API_KEY = "bench-key-0123456789abcdef"
 PORTS = {
     "bento": 3201,
     "bento, batching off": 3204,
+    "bento, gc.freeze off": 3205,
     "fastapi+sklearn": 3202,
     "fastapi+ours": 3203,
 }
@@ -269,12 +270,15 @@ def main() -> None:
     for name in PORTS:
         spawn = time.perf_counter()
         if name.startswith("bento"):
-            batching = "false" if "off" in name else "true"
+            variant = {
+                "SPAM_ADAPTIVE_BATCHING": "false" if "batching off" in name else "true",
+                "SPAM_GC_FREEZE": "false" if "freeze off" in name else "true",
+            }
             server = start_server(
                 "spam_serving.service:SpamClassifier",
                 "127.0.0.1",
                 PORTS[name],
-                {**env, "SPAM_ADAPTIVE_BATCHING": batching},
+                {**env, **variant},
                 work / "bento.log",
                 cwd=PROJECT_ROOT,
             )
