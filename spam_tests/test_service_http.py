@@ -260,10 +260,10 @@ def test_every_worker_freezes_its_start_up_heap(served):
             for line in text.splitlines()
             if line.startswith("spam_gc_frozen_objects{")
         ]
-        if len(counts) == 2 or time.monotonic() > deadline:
+        if len(counts) >= 2 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert len(counts) == 2 and min(counts) > 50_000, counts
+    assert len(counts) >= 2 and min(counts) > 50_000, counts
 
 
 BIG = "x" * 10_500_000
