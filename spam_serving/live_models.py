@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +104,7 @@ class ModelRouter:
         max_batch_size: int,
         poll_interval_s: float = 1.0,
         batching: bool = True,
+        after_retire: Callable[[], object] | None = None,
     ) -> None:
         self.alias_file = Path(alias_file)
         self.fallback_tag = fallback_tag
@@ -115,6 +116,9 @@ class ModelRouter:
         self.last_error: str | None = None
         self._signature: tuple | None = None
         self.retired: list[LiveModel] = []
+        self._retiring: list[LiveModel] = []
+        #: called after a retired model is closed and dropped (the service re-freezes the heap)
+        self.after_retire = after_retire
         #: share of production traffic for the challenger, from the alias file (None: unset)
         self.canary_fraction: float | None = None
 
@@ -189,4 +193,12 @@ class ModelRouter:
                     logger.exception("alias refresh failed")
                 loop = asyncio.get_running_loop()
                 while self.retired:  # well past the request timeout: nothing is queued there
-                    loop.call_later(RETIRE_AFTER_S, self.retired.pop().close)
+                    self._retiring.append(self.retired.pop())
+                    loop.call_later(RETIRE_AFTER_S, self._retire_oldest)
+
+    def _retire_oldest(self) -> None:
+        """Close the oldest retired model and drop it: no reference stays here or in the
+        timer, so ``after_retire`` can collect it."""
+        self._retiring.pop(0).close()
+        if self.after_retire is not None:
+            self.after_retire()

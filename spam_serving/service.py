@@ -10,7 +10,6 @@ the ``local_deployment`` asset. It serves the bundle that the alias file maps to
 from __future__ import annotations
 
 import asyncio
-import gc
 import hashlib
 import json
 import logging
@@ -28,7 +27,7 @@ import numpy as np
 from pydantic import ValidationError
 from starlette.responses import JSONResponse
 
-from spam_serving import bentoml_patches, metrics
+from spam_serving import bentoml_patches, heap, metrics
 from spam_serving.feature_store import OnlineReputation
 from spam_serving.featurize import NUMERIC_FEATURES
 from spam_serving.gateway import CANARY_ENV, ENVIRONMENTS, GatewayMiddleware, load_api_keys
@@ -88,6 +87,7 @@ class SpamClassifier:
             max_batch_size=s.batch_max_size,
             poll_interval_s=s.model_poll_interval_s,
             batching=s.adaptive_batching,
+            after_retire=self._refreeze_heap if s.gc_freeze else None,
         )
         self.router.refresh()
         self.logs = {
@@ -119,19 +119,19 @@ class SpamClassifier:
             self._warmer = asyncio.get_running_loop().create_task(self.reputation.warm_up())
 
     async def _freeze_heap(self, budget_s: float = 60.0) -> None:
-        """``gc.freeze()`` the start-up heap. It never becomes garbage (BentoML, numpy,
-        pandas from the log writer's warm-up, the models), yet every full collection walked
-        it: measured under load, 8-9 full collections per worker in 12 s, 200+ ms each, each a
-        stall for every request in flight. Frozen, it is never scanned again. Waits for the
-        log writers' warm-up (it imports pandas) so that heap is frozen too."""
+        """Freeze the start-up heap (see ``heap``) once the log writers' warm-up, which
+        imports pandas, is done, so that is frozen too."""
         deadline = time.monotonic() + budget_s
         while time.monotonic() < deadline and not all(
             w.warmed_up.is_set() for w in self.logs.values()
         ):
             await asyncio.sleep(0.05)
-        gc.collect()
-        gc.freeze()
-        metrics.GC_FROZEN.set(gc.get_freeze_count())
+        metrics.GC_FROZEN.set(heap.freeze())
+
+    def _refreeze_heap(self) -> None:
+        """A hot reload retired a model that was frozen with the heap: thaw, collect it,
+        freeze again (one full collection per model swap)."""
+        metrics.GC_FROZEN.set(heap.refreeze())
 
     def _needs_reputation(self) -> bool:
         return any(m.bundle.featurizer.config.reputation for m in self.router.models.values())
