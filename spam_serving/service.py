@@ -119,11 +119,13 @@ class SpamClassifier:
             self._warmer = asyncio.get_running_loop().create_task(self.reputation.warm_up())
 
     async def _freeze_heap(self, budget_s: float = 60.0) -> None:
-        """Freeze the start-up heap (see ``heap``) once the log writers' warm-up, which
-        imports pandas, is done, so that is frozen too."""
+        """Freeze the start-up heap (see ``heap``) once the log writers' warm-up (it imports
+        pandas) and, for a model with reputation features, the Feast warm-up are done, so
+        what they import is frozen too."""
         deadline = time.monotonic() + budget_s
-        while time.monotonic() < deadline and not all(
-            w.warmed_up.is_set() for w in self.logs.values()
+        while time.monotonic() < deadline and not (
+            all(w.warmed_up.is_set() for w in self.logs.values())
+            and (self.reputation.started or not self._needs_reputation())
         ):
             await asyncio.sleep(0.05)
         metrics.GC_FROZEN.set(heap.freeze())
