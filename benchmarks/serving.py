@@ -55,6 +55,12 @@ PORTS = {
     "fastapi+sklearn": 3202,
     "fastapi+ours": 3203,
 }
+#: settings each Bento server runs with on top of the defaults
+BENTO_VARIANTS = {
+    "bento": {},
+    "bento, batching off": {"SPAM_ADAPTIVE_BATCHING": "false"},
+    "bento, gc.freeze off": {"SPAM_GC_FREEZE": "false"},
+}
 TARGETS = {
     "rps_at_32": 1000,
     "p99_ms_at_32": 50,
@@ -269,16 +275,12 @@ def main() -> None:
     servers: dict[str, dict] = {}
     for name in PORTS:
         spawn = time.perf_counter()
-        if name.startswith("bento"):
-            variant = {
-                "SPAM_ADAPTIVE_BATCHING": "false" if "batching off" in name else "true",
-                "SPAM_GC_FREEZE": "false" if "freeze off" in name else "true",
-            }
+        if name in BENTO_VARIANTS:
             server = start_server(
                 "spam_serving.service:SpamClassifier",
                 "127.0.0.1",
                 PORTS[name],
-                {**env, **variant},
+                {**env, **BENTO_VARIANTS[name]},
                 work / "bento.log",
                 cwd=PROJECT_ROOT,
             )

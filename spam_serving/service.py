@@ -108,7 +108,7 @@ class SpamClassifier:
     def __is_ready__(self) -> bool:
         """Ready only when both aliases have a loaded model (and, for a model that uses sender
         reputation, the feature store warm-up has finished, answering or not)."""
-        return self.router.ready and (self.reputation.started or not self._needs_reputation())
+        return self.router.ready and self._reputation_settled()
 
     @bentoml.on_startup
     async def _start_watching(self) -> None:
@@ -124,8 +124,7 @@ class SpamClassifier:
         what they import is frozen too."""
         deadline = time.monotonic() + budget_s
         while time.monotonic() < deadline and not (
-            all(w.warmed_up.is_set() for w in self.logs.values())
-            and (self.reputation.started or not self._needs_reputation())
+            all(w.warmed_up.is_set() for w in self.logs.values()) and self._reputation_settled()
         ):
             await asyncio.sleep(0.05)
         metrics.GC_FROZEN.set(heap.freeze())
@@ -137,6 +136,10 @@ class SpamClassifier:
 
     def _needs_reputation(self) -> bool:
         return any(m.bundle.featurizer.config.reputation for m in self.router.models.values())
+
+    def _reputation_settled(self) -> bool:
+        """The feature store warm-up has finished (answering or not), or no model needs it."""
+        return self.reputation.started or not self._needs_reputation()
 
     @bentoml.on_shutdown
     def _flush_logs(self) -> None:

@@ -106,7 +106,7 @@ class SpamSettings(BaseSettings):
     explain_top_k: int = 5
     gc_freeze: bool = Field(
         True,
-        description="gc.freeze() the start-up heap once the models are loaded (see service).",
+        description="gc.freeze() the start-up heap once it is loaded (see spam_serving/heap.py).",
     )
     canary_fraction: float = Field(
         0.0, ge=0.0, le=1.0, description="Share of production requests sent to the challenger."
