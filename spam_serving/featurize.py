@@ -167,6 +167,7 @@ class Featurizer:
         self.text_vocab: dict[str, int] = {}
         self.idf: np.ndarray = np.zeros(0, dtype=np.float32)
         self.meta_vocab: dict[str, int] = {}
+        self._word_vocab_cache: tuple[dict, dict[str, int], dict[str, int]] | None = None
 
     # ------------------------------------------------------------------ fitting
     def fit(self, messages: Sequence[ParsedMessage], labels: Sequence[int]) -> Featurizer:
@@ -213,6 +214,19 @@ class Featurizer:
         return vocab, np.array([df[t] for t in chosen], dtype=np.float64)
 
     # ------------------------------------------------------------------ transform
+    def _word_vocabs(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Body and subject vocabularies keyed by the bare word (cached per ``text_vocab``).
+
+        ``transform`` counts raw tokens with C-level ``Counter`` and looks them up here,
+        instead of building a ``"w:" + word`` string for every token of every message."""
+        cache = self._word_vocab_cache
+        if cache is None or cache[0] is not self.text_vocab:
+            vocab = self.text_vocab
+            body = {t[2:]: j for t, j in vocab.items() if t.startswith("w:")}
+            subject = {t[2:]: j for t, j in vocab.items() if t.startswith("s:")}
+            cache = self._word_vocab_cache = (vocab, body, subject)
+        return cache[1], cache[2]
+
     @property
     def n_features(self) -> int:
         n_rep = len(REPUTATION_FEATURES) if self.config.reputation else 0
@@ -244,19 +258,27 @@ class Featurizer:
         text_off = n_num
         meta_off = n_num + len(self.text_vocab)
         out = np.zeros((len(messages), self.n_features), dtype=np.float32)
-        text_vocab, meta_vocab, idf = self.text_vocab, self.meta_vocab, self.idf
+        meta_vocab, idf = self.meta_vocab, self.idf
+        body_vocab, subject_vocab = self._word_vocabs()
         max_chars = self.config.max_chars
-        numbers, kinds = self.config.number_tokens, self.config.meta_kinds
+        word_re = _WORD_NUM_RE if self.config.number_tokens else _WORD_RE
+        kinds = self.config.meta_kinds
+        log = math.log
         for r, msg in enumerate(messages):
             body = msg.body[:max_chars]
             row = out[r]
             row[:n_num] = _numeric(msg, body)
             idx, vals = [], []
-            for tok, c in text_tokens(msg, max_chars, numbers).items():
-                j = text_vocab.get(tok)
-                if j is not None:
-                    idx.append(j)
-                    vals.append(1.0 + math.log(c))
+            # the same counts, in the same order, as text_tokens(): body words, then subject
+            for words, vocab in (
+                (word_re.findall(body.lower()), body_vocab),
+                (word_re.findall(msg.subject.lower()), subject_vocab),
+            ):
+                for tok, c in Counter(words).items():
+                    j = vocab.get(tok)
+                    if j is not None:
+                        idx.append(j)
+                        vals.append(1.0 + log(c))
             if idx:
                 w = np.asarray(vals, dtype=np.float32) * idf[idx]
                 norm = float(np.sqrt(np.dot(w, w)))

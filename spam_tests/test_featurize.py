@@ -86,3 +86,29 @@ def test_unseen_words_give_empty_text_block(parsed):
     n_num = len(NUMERIC_FEATURES)
     assert not row[n_num : n_num + len(f.text_vocab)].any()  # no known word: no TF-IDF mass
     assert row[:n_num].any() and np.isfinite(row).all()
+
+
+@pytest.mark.parametrize("number_tokens", [False, True])
+def test_text_block_is_tfidf_of_text_tokens(parsed, number_tokens):
+    """transform() counts words on its own fast path; fit() uses text_tokens(). Both must
+    agree, or serving would weight words the model never saw weighted that way."""
+    import math
+
+    from spam_serving.featurize import text_tokens
+
+    msgs, labels = parsed
+    cfg = FeaturizerConfig(max_text_features=400, min_df=2, number_tokens=number_tokens)
+    f = Featurizer(cfg).fit(msgs, labels)
+    x = f.transform(msgs)
+    n_num = len(NUMERIC_FEATURES)
+    for r, msg in enumerate(msgs):
+        expected = np.zeros(len(f.text_vocab), dtype=np.float64)
+        for tok, c in text_tokens(msg, cfg.max_chars, number_tokens).items():
+            j = f.text_vocab.get(tok)
+            if j is not None:
+                expected[j] = (1.0 + math.log(c)) * f.idf[j]
+        norm = np.linalg.norm(expected)
+        if norm:
+            expected /= norm
+        np.testing.assert_allclose(x[r, n_num : n_num + len(f.text_vocab)], expected, atol=1e-6)
+    assert x[:, n_num : n_num + len(f.text_vocab)].any(axis=1).mean() > 0.9

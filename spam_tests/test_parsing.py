@@ -10,6 +10,7 @@ from spam_serving.parsing import (
     content_hash,
     from_record,
     message_from_fields,
+    normalise_text,
     parse_message,
     registrable_domain,
 )
@@ -146,3 +147,39 @@ def test_whole_real_sample_parses(real_sample):
     assert len(failures) / len(parsed) < 0.01
     assert sum(1 for p in parsed if p.sent_at is None) / len(parsed) < 0.05
     assert sum(1 for p in parsed if p.body.strip()) / len(parsed) > 0.98
+
+
+def test_normalise_text_matches_the_regex_on_every_unicode_space():
+    """normalise_text uses str.split for speed; it must equal the ``\\s+`` regex it replaced."""
+    import re
+    import sys
+
+    spaces = "".join(c for c in map(chr, range(sys.maxunicode + 1)) if re.match(r"\s", c))
+    assert len(spaces) >= 25  # \x1c-\x1f, \x85, \xa0, \u2028, \u3000, ...
+    text = spaces + "a" + spaces[::-1] + "b c\x00d" + spaces
+    assert normalise_text(text) == re.sub(r"\s+", " ", text).strip() == "a b c\x00d"
+
+
+def test_headers_read_like_message_get():
+    """The one-pass header index keeps Message.get's rules: first value wins, names are
+    case-insensitive, every Received hop counts, and 8-bit bytes go through the policy."""
+    raw = (
+        b"received: from a by b; Tue, 01 Oct 2002 10:00:05 +0000\n"
+        b"From: First <first@one.example.com>\n"
+        b"FROM: Second <second@two.example.org>\n"
+        b"Received: from c by d; Mon, 30 Sep 2002 09:00:00 +0000\n"
+        b"RECEIVED: from e by f; Sun, 29 Sep 2002 09:00:00 +0000\n"
+        b"Subject: caf\xe9 \xff\n"
+        b"message-id: <x@y>\n"
+        b"x-mailer: Foo/1.0 (bar)\n"
+        b"\n"
+        b"HTTP://WWW.Upper.Example.COM/path and Ftp://files.example.net x\n"
+    )
+    m = parse_message(raw)
+    assert m.sender == "first@one.example.com" and m.sender_domain == "example.com"
+    assert m.n_received == 3 and m.has_message_id
+    assert m.received_at is not None and m.received_at.day == 1  # the first (newest) hop
+    assert m.subject.startswith("caf") and "\ufffd" in m.subject
+    tokens = m.header_tokens.split()
+    assert "h:received" in tokens and "h:from" in tokens and "xm:foo" in tokens
+    assert m.n_urls == 2 and m.url_domains == "example.com example.net"  # scheme case ignored
