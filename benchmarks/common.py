@@ -44,8 +44,16 @@ def machine() -> str:
 
 
 def write_report(kind: str, text: str) -> Path:
+    """Write ``benchmarks/results/<kind>-<date>[-N].md`` and echo it. Never overwrites: the
+    README cites dated reports, and a later run the same day (on a differently loaded
+    machine) is a second data point, not a replacement."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{kind}-{dt.date.today().isoformat()}.md"
+    stem = f"{kind}-{dt.date.today().isoformat()}"
+    path = RESULTS / f"{stem}.md"
+    n = 1
+    while path.exists():  # a second run the same day must not overwrite a cited report
+        n += 1
+        path = RESULTS / f"{stem}-{n}.md"
     path.write_text(text)
     print(text)
     print(f"\nreport written to {path}")
