@@ -21,7 +21,11 @@ import numpy as np
 
 
 class TreeExplainer:
-    """Flattened tree ensemble: ``[n_trees, max_nodes]`` tables walked level by level."""
+    """Flattened tree ensemble: ``[n_trees, max_nodes]`` tables walked level by level.
+
+    The walk indexes flat (1-D) copies of the tables with global node ids (``tree * width +
+    node``): one ``take`` per lookup instead of 2-D fancy indexing with broadcast index arrays,
+    which costs several times more per call for the one-row case that serving is."""
 
     def __init__(
         self,
@@ -42,7 +46,15 @@ class TreeExplainer:
         self.mean_value = mean_value
         self.bias = float(bias)
         self.max_depth = int(max_depth)
-        self._tree_idx = np.arange(feature.shape[0])
+        n_trees, width = feature.shape
+        base = np.arange(n_trees, dtype=np.intp)[:, None] * width
+        self._roots = base[:, 0]
+        self._feature = feature.astype(np.intp).ravel()
+        self._threshold = threshold.ravel()
+        self._left = (left + base).ravel()
+        self._right = (right + base).ravel()
+        self._default_left = default_left.ravel()
+        self._mean = mean_value.ravel()
 
     @classmethod
     def from_xgboost_json(cls, model_json: bytes | str) -> TreeExplainer:
@@ -89,20 +101,22 @@ class TreeExplainer:
         """``[N, n_features]`` margin attributions; ``bias + row.sum()`` is the row's margin."""
         x = np.asarray(x, dtype=np.float32)
         n_rows, n_features = x.shape
-        trees = self._tree_idx[None, :]
-        rows = np.arange(n_rows)[:, None]
-        node = np.zeros((n_rows, trees.shape[1]), dtype=np.int32)
+        x_flat = x.ravel()
+        has_nan = bool(np.isnan(x_flat).any())
+        row_offset = np.arange(n_rows, dtype=np.intp)[:, None] * n_features
+        node = np.broadcast_to(self._roots, (n_rows, len(self._roots)))
+        mean = self._mean
         flat_parts, delta_parts = [], []
         for _ in range(self.max_depth):
-            feat = self.feature[trees, node]
-            value = x[rows, feat]
-            go_left = np.where(
-                np.isnan(value), self.default_left[trees, node], value < self.threshold[trees, node]
-            )
-            child = np.where(go_left, self.left[trees, node], self.right[trees, node])
-            delta = self.mean_value[trees, child] - self.mean_value[trees, node]
+            cell = row_offset + self._feature.take(node)
+            value = x_flat.take(cell)
+            go_left = value < self._threshold.take(node)
+            if has_nan:  # missing values follow the split's default direction, as in XGBoost
+                go_left = np.where(np.isnan(value), self._default_left.take(node), go_left)
+            child = np.where(go_left, self._left.take(node), self._right.take(node))
+            delta = mean.take(child) - mean.take(node)
             moved = child != node
-            flat_parts.append((rows * n_features + feat)[moved])
+            flat_parts.append(cell[moved])
             delta_parts.append(delta[moved])
             node = child
         if not flat_parts:

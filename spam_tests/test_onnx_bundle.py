@@ -61,6 +61,8 @@ def test_explainer_matches_xgboost_approx_contribs(trained, tmp_path):
     ref = booster.predict(xgb.DMatrix(rows), pred_contribs=True, approx_contribs=True)
     np.testing.assert_allclose(ours, ref[:, :-1], atol=1e-5)
     np.testing.assert_allclose(explainer.bias, ref[0, -1], atol=1e-5)
+    # one row at a time (the /predict path) gives the same numbers as the batch
+    np.testing.assert_array_equal(explainer.contributions(rows[3:4]), ours[3:4])
 
     raw = bytes(booster.save_raw("ubj"))
     write_bundle(
@@ -82,3 +84,25 @@ def test_explainer_matches_xgboost_approx_contribs(trained, tmp_path):
     assert len(top) == 3
     assert abs(top[0]["contribution"]) >= abs(top[1]["contribution"]) >= abs(top[2]["contribution"])
     assert top[0]["feature"] in f.feature_names
+
+
+def test_explainer_follows_default_directions_for_missing_values(trained):
+    """Served features are dense, but the explainer must still follow XGBoost on NaN: a model
+    trained with missing values learns a default direction per split, left or right."""
+    from spam_serving.explain import TreeExplainer
+
+    _, booster, x, _ = trained
+    y = (native_scores(booster, x) >= 0.5).astype(int)
+    holes = x.copy()
+    holes[np.random.default_rng(0).random(holes.shape) < 0.3] = np.nan
+    model = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 4, "nthread": 1},
+        xgb.DMatrix(holes, label=y),
+        num_boost_round=15,
+    )
+    explainer = TreeExplainer.from_xgboost_json(model.save_raw("json"))
+    splits = explainer.left != np.arange(explainer.left.shape[1])
+    assert explainer.default_left[splits].any() and not explainer.default_left[splits].all()
+    rows = holes[:40]
+    ref = model.predict(xgb.DMatrix(rows), pred_contribs=True, approx_contribs=True)
+    np.testing.assert_allclose(explainer.contributions(rows), ref[:, :-1], atol=1e-5)
