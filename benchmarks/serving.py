@@ -4,7 +4,8 @@ Servers under test, each with the same number of worker processes, on 127.0.0.1:
 
 * ``bento``: ``bentoml serve spam_serving.service:SpamClassifier`` with the deployed bundle
   (explanations on, inference log on: the real request path), with adaptive batching of the
-  model call on (the default) and off, and with the start-up heap's ``gc.freeze()`` off;
+  model call on (the default) and off, with the start-up heap's ``gc.freeze()`` off, and
+  with OpenTelemetry's per-ASGI-message spans back on (``SPAM_TRACE_ASGI_MESSAGES``);
 * ``fastapi+sklearn``: the baseline a user would otherwise write (see ``baseline_app``);
 * ``fastapi+ours``: the same FastAPI app calling our parser, featurizer and ONNX model.
 
@@ -52,6 +53,7 @@ PORTS = {
     "bento": 3201,
     "bento, batching off": 3204,
     "bento, gc.freeze off": 3205,
+    "bento, OTel message spans on": 3206,
     "fastapi+sklearn": 3202,
     "fastapi+ours": 3203,
 }
@@ -60,6 +62,7 @@ BENTO_VARIANTS = {
     "bento": {},
     "bento, batching off": {"SPAM_ADAPTIVE_BATCHING": "false"},
     "bento, gc.freeze off": {"SPAM_GC_FREEZE": "false"},
+    "bento, OTel message spans on": {"SPAM_TRACE_ASGI_MESSAGES": "true"},
 }
 TARGETS = {
     "rps_at_32": 1000,

@@ -38,8 +38,8 @@ from spam_serving.schemas import BatchIn, FeedbackIn, MessageIn
 from spam_serving.settings import get_settings
 
 logger = logging.getLogger(__name__)
-bentoml_patches.install()  # before BentoML builds the app: see the module
 SETTINGS = get_settings()
+bentoml_patches.install(SETTINGS.trace_asgi_messages)  # before BentoML builds the app
 ASYNC_CHUNK = 100
 #: The featurizer's structural block (its first columns): what drift monitoring reads.
 LOG_NUMERIC_COLUMNS = tuple("num_" + n for n in NUMERIC_FEATURES)

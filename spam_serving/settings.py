@@ -86,6 +86,11 @@ class SpamSettings(BaseSettings):
     serve_port: int = Field(3100, description="Port of the local Bento deployment.")
     serve_workers: int = Field(2, description="Service worker processes (one per core).")
     serve_access_log: bool = Field(False, description="Per-request access log (costs CPU).")
+    trace_asgi_messages: bool = Field(
+        False,
+        description="OpenTelemetry child spans per ASGI message (http send/receive); off: one "
+        "server span per request (spam_serving/bentoml_patches.py).",
+    )
     api_keys: list[str] = Field(
         default_factory=list, description="Accepted API keys (JSON list); see api_keys_file."
     )

@@ -100,7 +100,88 @@ def test_bentoml_builds_its_apps_with_the_patched_class():
     bentoml_patches.install()  # idempotent
 
 
+def test_bentoml_imports_the_otel_middleware_when_it_builds_the_app():
+    """The OpenTelemetry swap only works while BentoML imports the class inside the app
+    factory (not at module level); if this fails, the patch silently does nothing."""
+    import inspect
+
+    import _bentoml_impl.server.app as bento_app
+    from opentelemetry.instrumentation import asgi as otel_asgi
+
+    import spam_serving.service  # noqa: F401
+
+    assert otel_asgi.OpenTelemetryMiddleware is bentoml_patches.ServerSpanOnlyMiddleware
+    assert not hasattr(bento_app, "OpenTelemetryMiddleware")
+    source = inspect.getsource(bento_app.ServiceAppFactory)
+    assert "from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware" in source
+
+
 def test_install_refuses_to_replace_someone_elses_middleware(monkeypatch):
     monkeypatch.setattr(traffic, "TimeoutMiddleware", type("Other", (), {}))
     with pytest.raises(RuntimeError, match="replaced by someone else"):
+        bentoml_patches.install()
+
+
+def _spans_for_one_request(middleware_cls) -> list[str]:
+    """Names of the spans one request records through ``middleware_cls``, built with the
+    arguments BentoML passes (_bentoml_impl.server.app), on an in-memory exporter."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    request_ids = []
+    middleware = middleware_cls(
+        _app(),
+        excluded_urls=None,
+        default_span_details=None,
+        server_request_hook=lambda span, scope: request_ids.append(span.context.span_id),
+        client_request_hook=None,
+        tracer_provider=provider,
+    )
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/predict",
+        "scheme": "http",
+        "server": ("127.0.0.1", 3100),
+        "headers": [],
+        "query_string": b"",
+        "http_version": "1.1",
+    }
+
+    async def receive():
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message):
+        pass
+
+    uvloop.run(middleware(scope, receive, send))
+    assert len(request_ids) == 1 and request_ids[0]  # BentoML's request id source is intact
+    return [span.name for span in exporter.get_finished_spans()]
+
+
+def test_one_server_span_per_request_without_per_message_spans():
+    spans = _spans_for_one_request(bentoml_patches.ServerSpanOnlyMiddleware)
+    assert spans == ["POST /predict"]
+
+
+def test_opentelemetry_default_records_a_span_per_asgi_message():
+    """What the default costs: the child spans the patch leaves out."""
+    spans = _spans_for_one_request(bentoml_patches._ORIGINAL_OTEL)
+    assert "POST /predict" in spans and len(spans) >= 3
+    assert any(name.endswith("http send") for name in spans)
+
+
+def test_trace_asgi_messages_setting_restores_opentelemetrys_class():
+    from opentelemetry.instrumentation import asgi as otel_asgi
+
+    try:
+        bentoml_patches.install(trace_asgi_messages=True)
+        assert otel_asgi.OpenTelemetryMiddleware is bentoml_patches._ORIGINAL_OTEL
+        bentoml_patches.install()
+        assert otel_asgi.OpenTelemetryMiddleware is bentoml_patches.ServerSpanOnlyMiddleware
+    finally:
         bentoml_patches.install()
