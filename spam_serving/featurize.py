@@ -138,11 +138,23 @@ def _numeric(msg: ParsedMessage, body: str) -> list[float]:
     ]
 
 
+def word_counts(
+    msg: ParsedMessage, max_chars: int, numbers: bool = False
+) -> tuple[Counter, Counter]:
+    """Bare word counts of the body (first ``max_chars``) and of the subject: the one
+    tokenizer. ``transform`` looks these up directly (no prefixed string per token)."""
+    word_re = _WORD_NUM_RE if numbers else _WORD_RE
+    return (
+        Counter(word_re.findall(msg.body[:max_chars].lower())),
+        Counter(word_re.findall(msg.subject.lower())),
+    )
+
+
 def text_tokens(msg: ParsedMessage, max_chars: int, numbers: bool = False) -> Counter:
     """Word counts: body words as ``w:word``, subject words as ``s:word``."""
-    word_re = _WORD_NUM_RE if numbers else _WORD_RE
-    counts = Counter("w:" + t for t in word_re.findall(msg.body[:max_chars].lower()))
-    counts.update("s:" + t for t in word_re.findall(msg.subject.lower()))
+    body, subject = word_counts(msg, max_chars, numbers)
+    counts = Counter({"w:" + t: c for t, c in body.items()})
+    counts.update({"s:" + t: c for t, c in subject.items()})
     return counts
 
 
@@ -261,20 +273,17 @@ class Featurizer:
         meta_vocab, idf = self.meta_vocab, self.idf
         body_vocab, subject_vocab = self._word_vocabs()
         max_chars = self.config.max_chars
-        word_re = _WORD_NUM_RE if self.config.number_tokens else _WORD_RE
-        kinds = self.config.meta_kinds
+        numbers, kinds = self.config.number_tokens, self.config.meta_kinds
         log = math.log
         for r, msg in enumerate(messages):
             body = msg.body[:max_chars]
             row = out[r]
             row[:n_num] = _numeric(msg, body)
             idx, vals = [], []
-            # the same counts, in the same order, as text_tokens(): body words, then subject
-            for words, vocab in (
-                (word_re.findall(body.lower()), body_vocab),
-                (word_re.findall(msg.subject.lower()), subject_vocab),
-            ):
-                for tok, c in Counter(words).items():
+            # text_tokens()'s counts and order: body words, then subject words
+            body_counts, subject_counts = word_counts(msg, max_chars, numbers)
+            for counts, vocab in ((body_counts, body_vocab), (subject_counts, subject_vocab)):
+                for tok, c in counts.items():
                     j = vocab.get(tok)
                     if j is not None:
                         idx.append(j)

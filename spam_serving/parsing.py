@@ -325,7 +325,8 @@ def parse_message(raw: bytes | str) -> ParsedMessage:
     out.is_html = bool(html)
     out.html_only = bool(html) and not any(p.strip() for p in plain)
     out.html_chars = len(html_text)
-    url_source = "\n".join(plain) + "\n" + html_text
+    plain_text = "\n".join(plain)
+    url_source = plain_text + "\n" + html_text
     url_source = url_source[: MAX_BODY_CHARS * 2].lower()
     domains = [registrable_domain(d) for d in _URL_RE.findall(url_source)]
     out.n_urls = len(domains)
@@ -337,7 +338,7 @@ def parse_message(raw: bytes | str) -> ParsedMessage:
             errors.append(f"html: {type(exc).__name__}")
             body = re.sub(r"<[^>]*>", " ", html_text)
     else:
-        body = "\n".join(plain)
+        body = plain_text
         if html_text:
             try:
                 _, out.n_images, out.n_links = _html_to_text(html_text)
