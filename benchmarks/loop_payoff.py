@@ -117,6 +117,7 @@ def main() -> None:
             try:
                 trained, train_s = _run(instance, "spam_pipeline")
                 stale = latest_metadata(instance, "model_evaluation")
+                stale_tune = latest_metadata(instance, "tuned_model")
                 deployed = latest_metadata(instance, "local_deployment")
                 key = (home / "serving" / "api_keys").read_text().splitlines()[-1]
 
@@ -151,6 +152,7 @@ def main() -> None:
                 with open(home / "data" / "assets" / "model_evaluation.pkl", "rb") as f:
                     same_rows = pickle.load(f)
                 feedback = latest_metadata(instance, "labelled_feedback")
+                fresh_tune = latest_metadata(instance, "tuned_model")
             finally:
                 state = local_state(home / "serving")
                 if state:
@@ -208,6 +210,17 @@ def main() -> None:
         f"{drift['drifted_share']:.2f}, feedback accuracy {drift['feedback_accuracy']:.3f}; "
         f"reasons: {drift['reasons']}",
         f"- sensor: RunRequest with tags {dict(request.tags)}",
+        "",
+        "## Tune trials (validation PR AUC picks the config)",
+        "",
+        f"Stale v{stale['model_version']}:",
+        "",
+        stale_tune["trials"],
+        "",
+        f"Retrained v{fresh['model_version']} (validation = newest 20% of each training group, "
+        "feedback included):",
+        "",
+        fresh_tune["trials"],
         "",
         "## Wall time per asset: first training vs the retrain",
         "",

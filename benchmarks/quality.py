@@ -14,12 +14,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from benchmarks.common import machine, raw_table, split_table, write_report
 from spam_assets.defs.resources import build_resources
+from spam_assets.lib.final_fit import FIT_SPLITS, deployed_features
 from spam_assets.lib.metrics import FPR_POINTS, evaluate, markdown_table, threshold_for_fpr
 from spam_assets.lib.onnx_export import native_scores
 from spam_assets.lib.reputation import historical_reputation, reputation_tables
-from spam_assets.lib.tuning import train_booster
+from spam_assets.lib.tuning import fit_final
 from spam_serving.feature_repo.repo import feast_objects, offline_path
 from spam_serving.feature_store import feature_store
 from spam_serving.featurize import Featurizer
@@ -98,14 +102,23 @@ def tuned(
         "y_val": parts["validation"]["label"].to_numpy(),
     }
     result = resources["tuning"].search(data, "bench-quality")
-    booster = train_booster(result.best_config, data, result.best_iteration + 1, None, 2)
+    x_test, final = x["test"], None
+    if resources["policy"].refit_with_validation:  # as tuned_model does (final_fit)
+        matrices = {
+            k: {"X": x[k], "y": v["label"].to_numpy(), "message_id": v["message_id"].tolist()}
+            for k, v in parts.items()
+        }
+        splits = pd.concat(parts.values())
+        _, deployed = deployed_features(featurizer, matrices, splits)
+        x_test = deployed["test"]
+        final = {
+            "X": np.vstack([deployed[k] for k in FIT_SPLITS]),
+            "y": np.concatenate([matrices[k]["y"] for k in FIT_SPLITS]),
+        }
+    booster, val_scores = fit_final(result.best_config, data, result.best_iteration + 1, 2, final)
     elapsed = time.perf_counter() - start
     metrics = _evaluate_scores(
-        data["y_val"],
-        native_scores(booster, data["X_val"]),
-        parts["test"],
-        native_scores(booster, x["test"]),
-        target_fpr,
+        data["y_val"], val_scores, parts["test"], native_scores(booster, x_test), target_fpr
     )
     info = {
         "n_features": featurizer.n_features,

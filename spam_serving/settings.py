@@ -48,6 +48,12 @@ class SpamSettings(BaseSettings):
     max_meta_features: int = 500
     min_df: int = 3
     validation_fraction: float = 0.2
+    refit_with_validation: bool = Field(
+        True,
+        description="Final fit: refit the featurizer and the deployed model on train + "
+        "validation (the newest data) after model selection; the threshold still comes from "
+        "the train-only model's validation scores.",
+    )
     target_ham_fpr: float = 0.001
     gate_min_f1: float = 0.90
     gate_max_easy_ham_fpr: float = 0.01

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -141,6 +142,24 @@ def test_full_chain(small_run: Path, instance, monkeypatch):
     )
     assert again["f1"] == pytest.approx(ev["f1"], abs=1e-9)
     assert version.tags["featurizer_hash"] == bundle.featurizer.state_hash
+
+    # the final fit covers train + validation (the newest data); the threshold and the
+    # score-drift reference use the out-of-sample validation scores, not the deployed
+    # model's in-sample ones
+    n_fit = int(splits["split"].isin(["train", "validation"]).sum())
+    selection = latest_metadata(instance, "feature_pipeline")
+    assert selection["fitted_on_rows"] == int((splits["split"] == "train").sum())
+    assert meta["fitted_on"] == "train + validation" and meta["fitted_on_rows"] == n_fit
+    assert meta["featurizer_refitted"] is True
+    assert bundle.featurizer.state_hash != selection["state_hash"]
+    with open(home / "data" / "assets" / "tuned_model.pkl", "rb") as f:
+        oos = np.asarray(pickle.load(f)["validation_scores"])
+    ref = pd.read_parquet(str(latest_metadata(instance, "drift_reference")["path"]))
+    np.testing.assert_allclose(ref.loc[ref["split"] == "validation", "score"], oos)
+    val = splits[splits["split"] == "validation"]
+    val_messages = [from_record(r) for r in val.to_dict("records")]
+    in_sample = bundle.predict_proba(val_messages, historical_reputation(store, val_messages))
+    assert np.abs(in_sample - oos).max() > 1e-3
 
     # Feast: offline tables, registry, and rows in the real Redis (auto found it)
     assert bundle.featurizer.feature_names[-1] == "rep:sender_spam_rate"

@@ -51,6 +51,7 @@ class ModelPolicy(dg.ConfigurableResource):
     max_meta_features: int
     min_df: int
     validation_fraction: float
+    refit_with_validation: bool
     target_ham_fpr: float
     gate_min_f1: float
     gate_max_easy_ham_fpr: float
@@ -452,6 +453,7 @@ def build_resources(settings: SpamSettings | None = None) -> dict[str, object]:
             max_meta_features=s.max_meta_features,
             min_df=s.min_df,
             validation_fraction=s.validation_fraction,
+            refit_with_validation=s.refit_with_validation,
             target_ham_fpr=s.target_ham_fpr,
             gate_min_f1=s.gate_min_f1,
             gate_max_easy_ham_fpr=s.gate_max_easy_ham_fpr,

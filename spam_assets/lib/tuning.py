@@ -71,6 +71,55 @@ def train_booster(config: dict, data: dict, rounds: int, early_stopping: int | N
     )
 
 
+#: What a trial row shows in the asset metadata (Ray adds host, pid, paths... to every result).
+TRIAL_COLUMNS = (
+    "eta",
+    "max_depth",
+    "min_child_weight",
+    "subsample",
+    "colsample_bytree",
+    "lambda",
+    "val_aucpr",
+    "val_logloss",
+    "best_iteration",
+    "time_total_s",
+)
+
+
+def trials_markdown(trials: list[dict]) -> str:
+    """The trials as a markdown table of parameters and validation results, best first."""
+    import pandas as pd
+
+    df = pd.DataFrame(trials)
+    df = df[[c for c in TRIAL_COLUMNS if c in df.columns]]
+    if "val_aucpr" in df.columns:
+        df = df.sort_values("val_aucpr", ascending=False)
+    return df.round(4).to_markdown(index=False)
+
+
+def fit_final(
+    config: dict, data: dict, rounds: int, nthread: int, final: dict | None = None
+) -> tuple:
+    """The model to deploy, and out-of-sample validation scores to choose its threshold on.
+
+    The Tune winner's configuration and early-stopped round count are refitted on the train
+    split: its validation scores never saw validation rows, so the threshold for the target
+    ham FPR (and the score-drift reference) comes from them. With ``final`` (``X``/``y``: train
+    + validation under the deployed featurizer, see ``spam_assets.lib.final_fit``) the
+    deployed model is trained once more, same parameters and rounds, on those rows; without
+    it the train-only model is deployed."""
+    import xgboost as xgb
+
+    from spam_assets.lib.onnx_export import native_scores
+
+    selection = train_booster(config, data, rounds, None, nthread)
+    val_scores = native_scores(selection, data["X_val"])
+    if final is None:
+        return selection, val_scores
+    dall = xgb.DMatrix(final["X"], label=final["y"], missing=np.nan)
+    return xgb.train(xgb_params(config, nthread), dall, num_boost_round=rounds), val_scores
+
+
 def _trial(config: dict, data: dict, max_rounds: int, early_stopping: int) -> None:
     from ray import tune
     from sklearn.metrics import average_precision_score, log_loss

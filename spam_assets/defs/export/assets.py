@@ -29,20 +29,23 @@ def onnx_model(
     The bundle is logged as the ``bundle/`` artifact of the registered version's run, which is
     how the champion comparison and the service find it again by alias.
     """
-    if feature_pipeline.state_hash != tuned_model["featurizer_hash"]:
+    # the featurizer the model was trained with travels with it (refitted on train +
+    # validation, spam_assets.lib.final_fit); a tuned_model without one used feature_pipeline
+    featurizer: Featurizer = tuned_model.get("featurizer") or feature_pipeline
+    if featurizer.state_hash != tuned_model["featurizer_hash"]:
         raise dg.Failure(
             description="onnx_model: feature_pipeline changed since tuned_model was trained "
-            f"({feature_pipeline.state_hash[:12]} != {tuned_model['featurizer_hash'][:12]}); "
+            f"({featurizer.state_hash[:12]} != {tuned_model['featurizer_hash'][:12]}); "
             "re-materialize tuned_model"
         )
     booster = booster_from_bytes(tuned_model["booster"])
-    onnx_bytes = to_onnx(booster, feature_pipeline.n_features)
+    onnx_bytes = to_onnx(booster, featurizer.n_features)
     version = tuned_model["model_version"]
     path = storage.bundle_dir(tuned_model["model_name"], version)
     meta = write_bundle(
         path,
         onnx_bytes,
-        feature_pipeline,
+        featurizer,
         tuned_model["booster"],
         {
             "model_name": tuned_model["model_name"],

@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from spam_assets.defs.export.assets import onnx_model
+from spam_assets.lib.final_fit import deployed_matrix
 from spam_assets.lib.onnx_export import booster_from_bytes, parity
 from spam_serving.model_bundle import NATIVE_FILE, ONNX_FILE
 
@@ -18,13 +19,17 @@ MAX_ABS_DIFF = 1e-5
 @dg.asset_check(
     asset=onnx_model,
     blocking=True,
-    additional_ins={"feature_matrices": dg.AssetIn("feature_matrices")},
+    additional_ins={
+        "feature_matrices": dg.AssetIn("feature_matrices"),
+        "tuned_model": dg.AssetIn("tuned_model"),
+    },
     description=f"ONNX vs native XGBoost max |diff| <= {MAX_ABS_DIFF:g} on the test split",
 )
-def onnx_parity(onnx_model: dict, feature_matrices: dict) -> dg.AssetCheckResult:
+def onnx_parity(onnx_model: dict, feature_matrices: dict, tuned_model: dict) -> dg.AssetCheckResult:
     path = Path(onnx_model["bundle_path"])
     booster = booster_from_bytes((path / NATIVE_FILE).read_bytes())
-    result = parity(booster, (path / ONNX_FILE).read_bytes(), feature_matrices["test"]["X"])
+    x = deployed_matrix(tuned_model, feature_matrices, "test")
+    result = parity(booster, (path / ONNX_FILE).read_bytes(), x)
     return dg.AssetCheckResult(
         passed=result["max_abs_diff"] <= MAX_ABS_DIFF,
         metadata={

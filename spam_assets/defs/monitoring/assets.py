@@ -18,6 +18,7 @@ from spam_assets.lib.drift_report import (
     with_derived_columns,
 )
 from spam_assets.lib.files import write_atomic
+from spam_assets.lib.final_fit import deployed_matrix
 from spam_assets.lib.monitoring import (
     NUMERIC_COLUMNS,
     consolidate_partition,
@@ -72,20 +73,26 @@ def drift_reference(
     context: dg.AssetExecutionContext,
     dataset_splits: pd.DataFrame,
     feature_matrices: dict,
+    tuned_model: dict,
     onnx_model: dict,
     monitoring: MonitoringResource,
 ) -> dg.MaterializeResult:
     """Per model version, because score drift must compare a model with itself: the file for
     v<N> holds the training rows' structural features and v<N>'s scores. The rows come from
-    ``feature_matrices`` (``onnx_model`` refuses a bundle whose featurizer differs from it),
-    so nothing is parsed or featurized again."""
+    ``feature_matrices`` and the deployed model's own matrices (``tuned_model``), so nothing
+    is parsed or featurized again. The validation rows' scores, which score drift
+    compares live scores with, are ``tuned_model``'s out-of-sample ones: the deployed model
+    may have been fitted on validation too (``fit_final``), and its own scores there would
+    be over-confident, so live traffic would look drifted."""
     bundle = ModelBundle.load(onnx_model["bundle_path"])
     domains = dataset_splits.set_index("message_id")["sender_domain"].fillna("")
     parts = []
     for split in REFERENCE_SPLITS:
         m = feature_matrices[split]
         part = pd.DataFrame(m["X"][:, : len(NUMERIC_FEATURES)], columns=list(NUMERIC_COLUMNS))
-        part["score"] = bundle.predict_matrix(m["X"])
+        oos = tuned_model.get("validation_scores") if split == "validation" else None
+        x = deployed_matrix(tuned_model, feature_matrices, split)
+        part["score"] = bundle.predict_matrix(x) if oos is None else np.asarray(oos)
         part["split"] = split
         part["true_label"] = np.where(np.asarray(m["y"]) == 1, "spam", "ham")
         part["sender_domain"] = domains.loc[m["message_id"]].to_numpy()

@@ -12,6 +12,7 @@ import pandas as pd
 from spam_assets.azure_target import k8s_op_tags
 from spam_assets.defs.features.assets import messages_of
 from spam_assets.defs.resources import FeastResource, MlflowRegistry, ModelPolicy, TuningResource
+from spam_assets.lib.final_fit import FIT_SPLITS, deployed_features, deployed_matrix
 from spam_assets.lib.metrics import (
     FPR_POINTS,
     confusion_markdown,
@@ -26,7 +27,7 @@ from spam_assets.lib.metrics import (
 from spam_assets.lib.onnx_export import booster_from_bytes, native_scores
 from spam_assets.lib.reputation import historical_reputation
 from spam_assets.lib.splits import FEEDBACK_GROUP
-from spam_assets.lib.tuning import train_booster
+from spam_assets.lib.tuning import fit_final, trials_markdown
 from spam_serving.model_bundle import ModelBundle
 
 CHALLENGER = "challenger"
@@ -53,11 +54,17 @@ def _tune_data(feature_matrices: dict) -> dict:
     description="Ray Tune search over XGBoost parameters; best model registered as challenger.",
 )
 def tuned_model(
-    context: dg.AssetExecutionContext, feature_matrices: dict, feature_pipeline
+    context: dg.AssetExecutionContext,
+    feature_matrices: dict,
+    feature_pipeline,
+    dataset_splits: pd.DataFrame,
 ) -> dg.Output[dict]:
     """The Dagster run's MLflow run (dagster-mlflow) is the parent; each Tune trial is a
     nested child run. The refit uses the best config and its early-stopped round count, and
-    the decision threshold is chosen on the validation slice (newest part of train)."""
+    the decision threshold is chosen on the validation slice (newest part of train) with a
+    model that never saw it. The deployed model is then fitted on train + validation with a
+    featurizer refitted on both (``SPAM_REFIT_WITH_VALIDATION``, see
+    ``spam_assets.lib.final_fit``): its featurizer and matrices travel in this output."""
     import mlflow
     import mlflow.xgboost
 
@@ -85,9 +92,15 @@ def tuned_model(
     tune_s = time.perf_counter() - started
 
     rounds = result.best_iteration + 1
-    booster = train_booster(result.best_config, data, rounds, None, nthread=tuning.num_cpus)
+    featurizer, matrices, final = feature_pipeline, None, None
+    if policy.refit_with_validation:
+        featurizer, matrices = deployed_features(feature_pipeline, feature_matrices, dataset_splits)
+        final = {
+            "X": np.vstack([matrices[s] for s in FIT_SPLITS]),
+            "y": np.concatenate([feature_matrices[s]["y"] for s in FIT_SPLITS]),
+        }
+    booster, val_scores = fit_final(result.best_config, data, rounds, tuning.num_cpus, final)
     booster.set_param({"nthread": 1})
-    val_scores = native_scores(booster, data["X_val"])
     y_val = data["y_val"]
     threshold = threshold_for_fpr(y_val, val_scores, policy.target_ham_fpr)
     fpr_thresholds = {f: threshold_for_fpr(y_val, val_scores, f) for f in FPR_POINTS}
@@ -97,8 +110,9 @@ def tuned_model(
         {
             **result.best_config,
             "num_boost_round": rounds,
-            "n_features": feature_pipeline.n_features,
+            "n_features": featurizer.n_features,
             "target_ham_fpr": policy.target_ham_fpr,
+            "refit_with_validation": policy.refit_with_validation,
         }
     )
     mlf.log_metrics(
@@ -109,10 +123,10 @@ def tuned_model(
             "n_trials": len(result.trials),
         }
     )
-    mlf.set_tags({"featurizer_hash": feature_pipeline.state_hash})
+    mlf.set_tags({"featurizer_hash": featurizer.state_hash})
     with tempfile.TemporaryDirectory() as tmp:
         fz = Path(tmp) / "featurizer.json"
-        fz.write_text(feature_pipeline.to_json())
+        fz.write_text(featurizer.to_json())
         mlf.log_artifact(str(fz))
     info = mlflow.xgboost.log_model(
         booster,
@@ -126,7 +140,7 @@ def tuned_model(
     client.set_registered_model_alias(registry.model_name, CHALLENGER, version)
     for key, value in {
         "threshold": threshold,
-        "featurizer_hash": feature_pipeline.state_hash,
+        "featurizer_hash": featurizer.state_hash,
         "dagster_run_id": context.run.run_id,
     }.items():
         client.set_model_version_tag(registry.model_name, version, key, str(value))
@@ -134,7 +148,7 @@ def tuned_model(
     # the last writer to it in the run, so close it here with a real status.
     mlf.end_run()
 
-    trials_md = pd.DataFrame(result.trials).round(4).to_markdown(index=False)
+    trials_md = trials_markdown(result.trials)
     return dg.Output(
         {
             "booster": raw_model,
@@ -142,17 +156,25 @@ def tuned_model(
             "num_boost_round": rounds,
             "threshold": threshold,
             "fpr_thresholds": fpr_thresholds,
+            # out-of-sample (see fit_final): the score-drift reference
+            "validation_scores": val_scores,
+            # the deployed featurizer and, when it is not feature_pipeline, its matrices
+            "featurizer": featurizer,
+            "matrices": matrices,
             "model_name": registry.model_name,
             "model_version": version,
             "run_id": parent_id,
-            "featurizer_hash": feature_pipeline.state_hash,
-            "n_features": feature_pipeline.n_features,
+            "featurizer_hash": featurizer.state_hash,
+            "n_features": featurizer.n_features,
         },
         metadata={
             "model_version": version,
             "mlflow_run_id": parent_id,
             "threshold": threshold,
             "num_boost_round": rounds,
+            "fitted_on": "train + validation" if final else "train",
+            "featurizer_refitted": featurizer is not feature_pipeline,
+            "fitted_on_rows": len(data["y_train"]) + (len(y_val) if final else 0),
             "n_trials": len(result.trials),
             "best_val_aucpr": float(result.best_metrics["val_aucpr"]),
             "tune_seconds": tune_s,
@@ -232,7 +254,7 @@ def model_evaluation(
 ) -> dg.Output[dict]:
     test = feature_matrices["test"]
     booster = booster_from_bytes(tuned_model["booster"])
-    scores = native_scores(booster, test["X"])
+    scores = native_scores(booster, deployed_matrix(tuned_model, feature_matrices, "test"))
     y = np.asarray(test["y"]).astype(int)
     metrics = evaluate(
         y,

@@ -1,0 +1,54 @@
+"""The deployed model's features: a featurizer refitted on train + validation.
+
+Model selection (Ray Tune, early stopping) and the decision threshold use ``feature_pipeline``,
+fitted on train only, so validation scores are out-of-sample for the vocabulary *and* the
+trees. The validation slice is the newest data, though (in a retrain: the newest labelled
+live traffic), so the model that is deployed is fitted once more on train + validation, with
+a vocabulary chosen on both: new words only the newest messages use are the point of a
+retrain (README, "Loop pay-off"). These helpers build that featurizer and its matrices and
+hand every downstream asset the matrix of the model it is looking at.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from spam_serving.featurize import Featurizer
+from spam_serving.parsing import from_record
+from spam_serving.reputation import REPUTATION_FEATURES
+
+FIT_SPLITS = ("train", "validation")
+
+
+def deployed_features(
+    feature_pipeline: Featurizer, feature_matrices: dict, dataset_splits: pd.DataFrame
+) -> tuple[Featurizer, dict[str, np.ndarray]]:
+    """Featurizer fitted on train + validation (same config as ``feature_pipeline``) and its
+    matrix per split, rows in ``feature_matrices`` order. The sender-reputation block, which
+    has no fitted state, is copied from ``feature_matrices`` (the point-in-time join is not
+    repeated)."""
+    config = feature_pipeline.config
+    n_rep = len(REPUTATION_FEATURES) if config.reputation else 0
+    parts = {}
+    for split, part in dataset_splits.groupby("split"):
+        if list(part["message_id"]) != list(feature_matrices[split]["message_id"]):
+            raise ValueError(f"dataset_splits and feature_matrices disagree on '{split}' rows")
+        parts[str(split)] = [from_record(r) for r in part.to_dict("records")]
+    fit_msgs = [m for split in FIT_SPLITS for m in parts[split]]
+    fit_y = np.concatenate([np.asarray(feature_matrices[s]["y"]) for s in FIT_SPLITS])
+    featurizer = Featurizer(config).fit(fit_msgs, fit_y)
+    matrices = {
+        split: featurizer.transform(
+            msgs, feature_matrices[split]["X"][:, -n_rep:] if n_rep else None
+        )
+        for split, msgs in parts.items()
+    }
+    return featurizer, matrices
+
+
+def deployed_matrix(tuned_model: dict, feature_matrices: dict, split: str) -> np.ndarray:
+    """The ``split`` rows as the deployed model sees them: its own matrices when it was
+    refitted with a different featurizer, otherwise ``feature_matrices``'."""
+    own = tuned_model.get("matrices")
+    return own[split] if own else feature_matrices[split]["X"]
