@@ -14,12 +14,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from benchmarks.common import machine, raw_table, split_table, write_report
 from spam_assets.defs.resources import build_resources
-from spam_assets.lib.final_fit import FIT_SPLITS, deployed_features
+from spam_assets.lib.final_fit import final_fit_inputs
 from spam_assets.lib.metrics import FPR_POINTS, evaluate, markdown_table, threshold_for_fpr
 from spam_assets.lib.onnx_export import native_scores
 from spam_assets.lib.reputation import historical_reputation, reputation_tables
@@ -108,13 +107,8 @@ def tuned(
             k: {"X": x[k], "y": v["label"].to_numpy(), "message_id": v["message_id"].tolist()}
             for k, v in parts.items()
         }
-        splits = pd.concat(parts.values())
-        _, deployed = deployed_features(featurizer, matrices, splits)
+        _, deployed, final = final_fit_inputs(featurizer, matrices, pd.concat(parts.values()))
         x_test = deployed["test"]
-        final = {
-            "X": np.vstack([deployed[k] for k in FIT_SPLITS]),
-            "y": np.concatenate([matrices[k]["y"] for k in FIT_SPLITS]),
-        }
     booster, val_scores = fit_final(result.best_config, data, result.best_iteration + 1, 2, final)
     elapsed = time.perf_counter() - start
     metrics = _evaluate_scores(

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from spam_assets.defs.features.assets import messages_of
-from spam_assets.lib.final_fit import deployed_features
+from spam_assets.lib.final_fit import deployed_features, final_fit_inputs
 from spam_assets.lib.onnx_export import native_scores
 from spam_assets.lib.tuning import fit_final, train_booster, trials_markdown
 from spam_serving.featurize import Featurizer, FeaturizerConfig
@@ -101,6 +101,11 @@ def test_deployed_featurizer_learns_validation_words_never_test_ones():
         assert x[split].shape == (len(matrices[split]["y"]), deployed.n_features)
         n_rep = len(REPUTATION_FEATURES)
         np.testing.assert_array_equal(x[split][:, -n_rep:], matrices[split]["X"][:, -n_rep:])
+    _, _, final = final_fit_inputs(selection, matrices, splits)
+    np.testing.assert_array_equal(final["X"], np.vstack([x["train"], x["validation"]]))
+    np.testing.assert_array_equal(
+        final["y"], np.concatenate([matrices["train"]["y"], matrices["validation"]["y"]])
+    )
     spam_val = x["validation"][matrices["validation"]["y"] == 1]
     assert (spam_val[:, deployed.feature_names.index("w:zorblax")] > 0).all()
     # rows out of step with feature_matrices are refused, not silently mislabelled

@@ -47,6 +47,19 @@ def deployed_features(
     return featurizer, matrices
 
 
+def final_fit_inputs(
+    feature_pipeline: Featurizer, feature_matrices: dict, dataset_splits: pd.DataFrame
+) -> tuple[Featurizer, dict[str, np.ndarray], dict]:
+    """:func:`deployed_features` plus the rows the final model is trained on
+    (``fit_final``'s ``final``: train + validation under the deployed featurizer)."""
+    featurizer, matrices = deployed_features(feature_pipeline, feature_matrices, dataset_splits)
+    final = {
+        "X": np.vstack([matrices[s] for s in FIT_SPLITS]),
+        "y": np.concatenate([np.asarray(feature_matrices[s]["y"]) for s in FIT_SPLITS]),
+    }
+    return featurizer, matrices, final
+
+
 def deployed_matrix(tuned_model: dict, feature_matrices: dict, split: str) -> np.ndarray:
     """The ``split`` rows as the deployed model sees them: its own matrices when it was
     refitted with a different featurizer, otherwise ``feature_matrices``'."""

@@ -12,7 +12,7 @@ import pandas as pd
 from spam_assets.azure_target import k8s_op_tags
 from spam_assets.defs.features.assets import messages_of
 from spam_assets.defs.resources import FeastResource, MlflowRegistry, ModelPolicy, TuningResource
-from spam_assets.lib.final_fit import FIT_SPLITS, deployed_features, deployed_matrix
+from spam_assets.lib.final_fit import deployed_matrix, final_fit_inputs
 from spam_assets.lib.metrics import (
     FPR_POINTS,
     confusion_markdown,
@@ -94,11 +94,9 @@ def tuned_model(
     rounds = result.best_iteration + 1
     featurizer, matrices, final = feature_pipeline, None, None
     if policy.refit_with_validation:
-        featurizer, matrices = deployed_features(feature_pipeline, feature_matrices, dataset_splits)
-        final = {
-            "X": np.vstack([matrices[s] for s in FIT_SPLITS]),
-            "y": np.concatenate([feature_matrices[s]["y"] for s in FIT_SPLITS]),
-        }
+        featurizer, matrices, final = final_fit_inputs(
+            feature_pipeline, feature_matrices, dataset_splits
+        )
     booster, val_scores = fit_final(result.best_config, data, rounds, tuning.num_cpus, final)
     booster.set_param({"nthread": 1})
     y_val = data["y_val"]
