@@ -40,6 +40,13 @@ LOOP_ENV = {
     "SPAM_CANARY_MIN_REQUESTS": "20",
     "SPAM_CANARY_MIN_FEEDBACK": "10",
     "SPAM_CANARY_MAX_ACCURACY_DROP": "0.05",
+    # The final fit (refit on train + validation with a refitted vocabulary) is measured on
+    # the whole corpus by bench-loop, where it is what makes the retrain pay off. On these
+    # ~300 training messages the refitted vocabulary moves too far from the one Tune chose
+    # the round count with: recall at v1's held-out ham FPR 0.743 -> 0.686 with it, 0.771 ->
+    # 0.914 without (README, "Loop limitations"). This test is about the loop's mechanics
+    # and the gate, so it trains the train-only model; test_pipeline_e2e covers the final fit.
+    "SPAM_REFIT_WITH_VALIDATION": "false",
 }
 
 

@@ -201,4 +201,7 @@ def labelled_examples(root: Path, since: datetime) -> pd.DataFrame:
     for col in ("sent_at", "received_at"):
         df[col] = pd.to_datetime(df[col], utc=True, errors="coerce")
     df = df.sort_values("feedback_ts").drop_duplicates("content_hash", keep="last")
-    return df.sort_values("message_id").reset_index(drop=True)
+    # ordered by content, not by message_id (a random prediction id): the row order reaches
+    # XGBoost, whose row subsampling follows it, so the same labelled traffic must give the
+    # same order for a retrain to be reproducible
+    return df.sort_values("content_hash").reset_index(drop=True)
