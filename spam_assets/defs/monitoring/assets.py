@@ -91,8 +91,9 @@ def drift_reference(
         m = feature_matrices[split]
         part = pd.DataFrame(m["X"][:, : len(NUMERIC_FEATURES)], columns=list(NUMERIC_COLUMNS))
         oos = tuned_model.get("validation_scores") if split == "validation" else None
-        x = deployed_matrix(tuned_model, feature_matrices, split)
-        part["score"] = bundle.predict_matrix(x) if oos is None else np.asarray(oos)
+        if oos is None:
+            oos = bundle.predict_matrix(deployed_matrix(tuned_model, feature_matrices, split))
+        part["score"] = np.asarray(oos)
         part["split"] = split
         part["true_label"] = np.where(np.asarray(m["y"]) == 1, "spam", "ham")
         part["sender_domain"] = domains.loc[m["message_id"]].to_numpy()
