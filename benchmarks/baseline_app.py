@@ -4,6 +4,7 @@
 (``policy.default``), a pickled ``Pipeline(TfidfVectorizer, XGBClassifier)`` and
 ``predict_proba``. ``SPAM_BASELINE_MODE=ours``: the same FastAPI app calling our parser,
 featurizer and ONNX bundle, which separates the HTTP stack's cost from the model path's.
+``SPAM_BASELINE_MODE=empty``: the same endpoint answering a constant (FastAPI's own floor).
 Only the benchmark starts it (``uvicorn benchmarks.baseline_app:app --workers N``).
 """
 
@@ -33,6 +34,12 @@ if MODE == "sklearn":
     def predict(message: Message) -> dict:
         proba = float(PIPELINE.predict_proba([message_text(message.raw)])[0, 1])
         return {"label": "spam" if proba >= 0.5 else "ham", "spam_probability": proba}
+
+elif MODE == "empty":
+
+    @app.post("/predict")
+    def predict(message: Message) -> dict:
+        return {"label": "ham", "spam_probability": 0.0}
 
 else:
     from spam_serving.model_bundle import ModelBundle

@@ -7,7 +7,11 @@ Servers under test, each with the same number of worker processes, on 127.0.0.1:
   model call on (the default) and off, with the start-up heap's ``gc.freeze()`` off, and
   with OpenTelemetry's per-ASGI-message spans back on (``SPAM_TRACE_ASGI_MESSAGES``);
 * ``fastapi+sklearn``: the baseline a user would otherwise write (see ``baseline_app``);
-* ``fastapi+ours``: the same FastAPI app calling our parser, featurizer and ONNX model.
+* ``fastapi+ours``: the same FastAPI app calling our parser, featurizer and ONNX model;
+* ``bento, empty endpoint`` and ``fastapi, empty endpoint``: each stack answering a constant
+  to the same request (``empty_bento``, ``baseline_app``), the floor of its HTTP cost. With
+  the in-process ceiling that bounds what a service on that stack can reach here, which the
+  report sets against the targets.
 
 Load comes from ``benchmarks.loadgen`` in a separate process (closed loop, bounded in time).
 Also measured: the in-process ceiling (parse + featurize + ONNX in a loop, no HTTP, same
@@ -56,14 +60,25 @@ PORTS = {
     "bento, OTel message spans on": 3206,
     "fastapi+sklearn": 3202,
     "fastapi+ours": 3203,
+    "bento, empty endpoint": 3207,
+    "fastapi, empty endpoint": 3208,
 }
-#: settings each Bento server runs with on top of the defaults
+SERVICE = "spam_serving.service:SpamClassifier"
+#: Bento servers: the service each runs and the settings on top of the defaults
 BENTO_VARIANTS = {
-    "bento": {},
-    "bento, batching off": {"SPAM_ADAPTIVE_BATCHING": "false"},
-    "bento, gc.freeze off": {"SPAM_GC_FREEZE": "false"},
-    "bento, OTel message spans on": {"SPAM_TRACE_ASGI_MESSAGES": "true"},
+    "bento": (SERVICE, {}),
+    "bento, batching off": (SERVICE, {"SPAM_ADAPTIVE_BATCHING": "false"}),
+    "bento, gc.freeze off": (SERVICE, {"SPAM_GC_FREEZE": "false"}),
+    "bento, OTel message spans on": (SERVICE, {"SPAM_TRACE_ASGI_MESSAGES": "true"}),
+    "bento, empty endpoint": ("benchmarks.empty_bento:EmptyEndpoint", {}),
 }
+#: uvicorn servers: ``baseline_app``'s mode for each
+FASTAPI_MODES = {
+    "fastapi+sklearn": "sklearn",
+    "fastapi+ours": "ours",
+    "fastapi, empty endpoint": "empty",
+}
+FLOORS = {"bento": "bento, empty endpoint", "fastapi": "fastapi, empty endpoint"}
 TARGETS = {
     "rps_at_32": 1000,
     "p99_ms_at_32": 50,
@@ -279,17 +294,18 @@ def main() -> None:
     for name in PORTS:
         spawn = time.perf_counter()
         if name in BENTO_VARIANTS:
+            service, settings = BENTO_VARIANTS[name]
             server = start_server(
-                "spam_serving.service:SpamClassifier",
+                service,
                 "127.0.0.1",
                 PORTS[name],
-                {**env, **BENTO_VARIANTS[name]},
+                {**env, **settings},
                 work / "bento.log",
                 cwd=PROJECT_ROOT,
             )
             wait_ready(server, 120)
         else:
-            server = start_uvicorn(name.split("+")[1], PORTS[name], env, work / f"{name}.log")
+            server = start_uvicorn(FASTAPI_MODES[name], PORTS[name], env, work / f"{name}.log")
             wait_http(server)
         cold = time.perf_counter() - spawn
         try:
@@ -311,6 +327,24 @@ def main() -> None:
     profile = stage_profile(bundle_dir, raws[:200])
     shutil.rmtree(work, ignore_errors=True)
     write_report("serving", report(results, servers, ceiling, ceiling_1, profile, fit_s, bundle))
+
+
+def stack_bound(floor_rps: float, ceiling_rps: float, clients: int = 32) -> dict[str, float]:
+    """What a service on an HTTP stack can reach here at best, from two measurements.
+
+    Each request costs the machine at least what the stack's empty endpoint costs (``1 /
+    floor_rps`` seconds of the whole machine, the load generator's share included) plus the
+    model path (``1 / ceiling_rps``, measured with as many processes, no HTTP). Adding the two
+    is optimistic (it ignores contention and the explanations the ceiling leaves out), so the
+    result is an upper bound. In a closed loop Little's law gives the mean latency at that
+    rate: ``clients / rps``; a p99 is at least the mean.
+    """
+    rps = 1.0 / (1.0 / floor_rps + 1.0 / ceiling_rps)
+    return {
+        "rps": rps,
+        "share_of_ceiling": rps / ceiling_rps,
+        "min_mean_ms": 1000.0 * clients / rps,
+    }
 
 
 def errors_cell(errors: dict) -> str:
@@ -382,6 +416,7 @@ def report(results, servers, ceiling, ceiling_1, profile, fit_s, bundle) -> str:
         f"| batch of 100, p50 at 1 client | {batch_p50:.1f} ms | < {TARGETS['batch100_ms']} ms |"
         f" {_ok(batch_p50 < TARGETS['batch100_ms'])} |",
     ]
+    lines += ["", *floor_section(results, ceiling, servers)]
     lines += [
         "",
         "## Cold start and memory",
@@ -416,6 +451,55 @@ def report(results, servers, ceiling, ceiling_1, profile, fit_s, bundle) -> str:
         f"{WORKERS} (parse + featurize + ONNX, no explanations, no HTTP).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def floor_section(results: dict, ceiling: float, servers: dict | None = None) -> list[str]:
+    """The HTTP stacks' floors and what they leave reachable (see :func:`stack_bound`)."""
+    base = results["fastapi+sklearn"][32]["rps"]
+    lines = [
+        "## The HTTP stack's floor and what it leaves reachable",
+        "",
+        "Each stack's empty endpoint (same request body, same workers, same load) at its best "
+        "concurrency, and the upper bound for a service on that stack that also runs the model "
+        f"path (in-process ceiling {ceiling:.0f} msg/s): `1 / (1/floor + 1/ceiling)`, "
+        "optimistic (no contention, no explanations). At 32 clients Little's law turns the "
+        "bound into the least possible mean latency; a p99 is at least that.",
+        "",
+        "| stack | empty endpoint rps (best, at clients) | its p99 at 32 ms | bound rps |"
+        " bound / ceiling | bound / FastAPI+sklearn | least mean latency at 32 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    bounds = {}
+    for stack, name in FLOORS.items():
+        clients, best = max(results[name].items(), key=lambda kv: kv[1]["rps"])
+        b = bounds[stack] = stack_bound(best["rps"], ceiling)
+        lines.append(
+            f"| {stack} | {best['rps']:.0f} ({clients}) | {results[name][32]['p99_ms']:.1f} | "
+            f"{b['rps']:.0f} | {b['share_of_ceiling']:.0%} | {b['rps'] / base:.2f}x | "
+            f"{b['min_mean_ms']:.1f} |"
+        )
+    b = bounds["bento"]
+    lines += [
+        "",
+        "Reachable with BentoML on this machine, by the bound: "
+        f"rps >= {TARGETS['rps_at_32']}: {_ok(b['rps'] >= TARGETS['rps_at_32'])}; "
+        f"p99 <= {TARGETS['p99_ms_at_32']} ms at 32 clients: "
+        f"{_ok(b['min_mean_ms'] <= TARGETS['p99_ms_at_32'])}; "
+        f"{TARGETS['x_baseline']:.0f}x the baseline: "
+        f"{_ok(b['rps'] >= TARGETS['x_baseline'] * base)}; "
+        f"{TARGETS['share_of_ceiling']:.0%} of the ceiling: "
+        f"{_ok(b['share_of_ceiling'] >= TARGETS['share_of_ceiling'])}. "
+        f"The service reaches {results['bento'][32]['rps'] / b['rps']:.0%} of the bound at 32 "
+        "clients.",
+    ]
+    empty = (servers or {}).get(FLOORS["bento"])
+    if empty:
+        lines += [
+            "",
+            f"BentoML's own spawn -> ready (empty endpoint): {empty['cold_start_s']:.1f} s "
+            f"(target for the service: < {TARGETS['cold_start_s']} s).",
+        ]
+    return lines
 
 
 def _ok(flag: bool) -> str:

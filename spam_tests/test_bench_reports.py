@@ -20,3 +20,43 @@ def test_same_day_reports_are_numbered_not_overwritten(tmp_path, monkeypatch, ca
     ]
     assert first.read_text() == "run one" and third.read_text() == "run three"
     assert "report written to" in capsys.readouterr().out
+
+
+def test_stack_bound_adds_the_stack_floor_to_the_model_path():
+    from benchmarks.serving import stack_bound
+
+    # an empty endpoint at 1,000 rps and a 1,000 msg/s model path: each request costs both
+    b = stack_bound(1000.0, 1000.0, clients=32)
+    assert b["rps"] == 500.0
+    assert b["share_of_ceiling"] == 0.5
+    assert b["min_mean_ms"] == 64.0  # Little's law: 32 clients / 500 rps
+    # a free stack leaves the whole ceiling
+    assert stack_bound(1e12, 800.0)["share_of_ceiling"] > 0.999
+
+
+def _point(rps: float, p99: float = 10.0) -> dict:
+    return {"rps": rps, "p50_ms": 1.0, "p95_ms": 5.0, "p99_ms": p99, "errors": {}}
+
+
+def test_floor_section_says_which_targets_the_stack_leaves_reachable():
+    from benchmarks.serving import floor_section
+
+    def results(bento_floor: float) -> dict:
+        return {
+            "fastapi+sklearn": {32: _point(200.0)},
+            "bento": {32: _point(500.0)},
+            "bento, empty endpoint": {8: _point(bento_floor * 0.9), 32: _point(bento_floor)},
+            "fastapi, empty endpoint": {32: _point(3000.0)},
+        }
+
+    # slow stack: 1/(1/1000 + 1/1800) = 643 rps -> 1,000 rps and 50% of the ceiling are out
+    # of reach, 3x the 200-rps baseline and p99 <= 50 ms at 32 clients (mean >= 49.8 ms) not
+    slow = "\n".join(floor_section(results(1000.0), ceiling=1800.0))
+    assert "| bento | 1000 (32) | 10.0 | 643 | 36% | 3.21x | 49.8 |" in slow
+    assert "rps >= 1000: **no**" in slow and "50% of the ceiling: **no**" in slow
+    assert "3x the baseline: yes" in slow and "p99 <= 50 ms at 32 clients: yes" in slow
+    assert "reaches 78% of the bound" in slow  # 500 of 643 rps
+    servers = {"bento, empty endpoint": {"cold_start_s": 4.5}}
+    fast = "\n".join(floor_section(results(20000.0), ceiling=1800.0, servers=servers))
+    assert "**no**" not in fast
+    assert "spawn -> ready (empty endpoint): 4.5 s" in fast
