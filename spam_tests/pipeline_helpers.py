@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
+
 import dagster as dg
 
 #: Small-corpus settings: 2 Tune trials, smaller vocabularies. The gate floors are lowered
@@ -71,3 +75,27 @@ def skipped_reason(result: dg.ExecuteInProcessResult) -> str:
         if e.event_type_value == "ASSET_OBSERVATION"
     ]
     return obs.metadata["skipped"].value
+
+
+class WarningRecords(logging.Handler):
+    """Collects WARNING+ messages of one logger; Ray's loggers do not propagate to the root
+    logger, so pytest's caplog does not see them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def logger_warnings(name: str) -> Iterator[list[str]]:
+    """The warnings logger ``name`` emits inside the block."""
+    records = WarningRecords()
+    target = logging.getLogger(name)
+    target.addHandler(records)
+    try:
+        yield records.messages
+    finally:
+        target.removeHandler(records)

@@ -25,6 +25,7 @@ from pipeline_helpers import (
     check_results,
     failure_messages,
     latest_metadata,
+    logger_warnings,
     run_assets,
 )
 
@@ -83,8 +84,12 @@ def small_run(spam_env, monkeypatch, tmp_path, shared_tgz):
 
 def test_full_chain(small_run: Path, instance, monkeypatch):
     home = small_run
-    result = run_assets(instance)
+    with logger_warnings("ray.tune.tune") as tune_warnings:
+        result = run_assets(instance)
     assert result.success, failure_messages(result)
+    # Tune runs the search as configured (it warns when it ignores a setting, e.g.
+    # max_concurrent_trials next to a BasicVariantGenerator)
+    assert not tune_warnings, tune_warnings
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert materialized == ALL_ASSETS
     checks = check_results(result)

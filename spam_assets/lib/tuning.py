@@ -186,8 +186,11 @@ def run_search(
                 metric="val_aucpr",
                 mode="max",
                 num_samples=num_samples,
-                max_concurrent_trials=max(1, num_cpus),
-                search_alg=BasicVariantGenerator(random_state=seed),
+                # the limit goes on the generator itself: Tune ignores (with a warning)
+                # TuneConfig.max_concurrent_trials when a BasicVariantGenerator is passed
+                search_alg=BasicVariantGenerator(
+                    random_state=seed, max_concurrent=max(1, num_cpus)
+                ),
             ),
             run_config=tune.RunConfig(
                 name=run_name,
