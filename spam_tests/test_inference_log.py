@@ -118,3 +118,37 @@ def test_sigkill_mid_write_leaves_only_complete_files(tmp_path):
     )
     hidden = [p for p in Path(tmp_path).rglob("*") if p.name.startswith(".")]
     assert all(p not in files for p in hidden)
+
+
+def test_monitoring_reads_only_the_columns_it_needs(tmp_path, monkeypatch):
+    """Drift and consolidation never load the logged messages (~6 KB a row); retraining
+    does; a part written before a column existed reads as nulls in it."""
+    import pyarrow.parquet as pq
+
+    from spam_assets.lib import monitoring
+
+    t0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    writer = ParquetLogWriter(tmp_path, "predictions", flush_rows=2, flush_s=60)
+    writer.append({**_row(0, t0), "message": '{"subject": "old part"}'})
+    writer.append({**_row(1, t0), "message": '{"subject": "old part"}'})
+    writer.close()
+    writer = ParquetLogWriter(tmp_path, "predictions", flush_rows=1, flush_s=60)
+    writer.append({**_row(2, t0), "sender_domain": "example.org", "message": '{"x": 1}'})
+    writer.close()
+
+    requested: list = []
+    real_read = pq.read_table
+
+    def spy(path, *args, **kwargs):
+        requested.append(kwargs.get("columns"))
+        return real_read(path, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "read_table", spy)
+    preds = monitoring.read_predictions(tmp_path, [t0])
+    assert len(preds) == 3 and "message" not in preds.columns
+    assert requested and all(cols is not None and "message" not in cols for cols in requested)
+    assert sorted(preds["sender_domain"].fillna("-")) == ["-", "-", "example.org"]
+    requested.clear()
+    with_messages = monitoring.read_predictions(tmp_path, [t0], with_messages=True)
+    assert with_messages["message"].notna().all()
+    assert all("message" in cols for cols in requested)

@@ -60,8 +60,10 @@ def _frame(table: pa.Table) -> pd.DataFrame:
 
 
 def read_predictions(root: Path, hours: Iterable[datetime], with_messages: bool = False):
-    """Prediction rows of the given hours (empty frame with the known columns when none)."""
-    table = read_log(root, PREDICTIONS, list(hours))
+    """Prediction rows of the given hours (empty frame with the known columns when none).
+    The logged messages are read only ``with_messages`` (retraining)."""
+    wanted = [*PARTITION_COLUMNS, *(["message"] if with_messages else [])]
+    table = read_log(root, PREDICTIONS, list(hours), columns=wanted)
     df = _frame(table)
     if df.empty:
         return pd.DataFrame(columns=[*PARTITION_COLUMNS, *(["message"] if with_messages else [])])
