@@ -17,11 +17,12 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 logger = logging.getLogger(__name__)
@@ -161,20 +162,26 @@ def read_log(
     stream: str,
     hours: Iterable[datetime] | None = None,
     columns: Sequence[str] | None = None,
+    prediction_ids: Collection[str] | None = None,
 ) -> pa.Table:
     """All rows of a stream as one table (schemas of different files are unified).
 
     ``columns`` reads only those (the ones a file lacks come back as nulls): a prediction row
     carries its parsed message (~6 KB), which monitoring never needs, and reading it for a
-    day of traffic would cost gigabytes."""
+    day of traffic would cost gigabytes. ``prediction_ids`` keeps only those rows, file by
+    file, so retraining holds the messages that have a label, not every message logged."""
     files = log_files(root, stream, hours)
     if not files:
         return pa.table({})
-    if columns is None:
-        tables = [pq.read_table(f) for f in files]
-    else:
-        tables = []
-        for f in files:
+    wanted = None if prediction_ids is None else pa.array(list(prediction_ids), pa.string())
+    tables = []
+    for f in files:
+        if columns is None:
+            table = pq.read_table(f)
+        else:
             present = set(pq.read_schema(f).names)
-            tables.append(pq.read_table(f, columns=[c for c in columns if c in present]))
+            table = pq.read_table(f, columns=[c for c in columns if c in present])
+        if wanted is not None:
+            table = table.filter(pc.is_in(table["prediction_id"], value_set=wanted))
+        tables.append(table)
     return pa.concat_tables(tables, promote_options="default")

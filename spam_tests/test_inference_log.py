@@ -123,8 +123,6 @@ def test_sigkill_mid_write_leaves_only_complete_files(tmp_path):
 def test_monitoring_reads_only_the_columns_it_needs(tmp_path, monkeypatch):
     """Drift and consolidation never load the logged messages (~6 KB a row); retraining
     does; a part written before a column existed reads as nulls in it."""
-    import pyarrow.parquet as pq
-
     from spam_assets.lib import monitoring
 
     t0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -152,3 +150,36 @@ def test_monitoring_reads_only_the_columns_it_needs(tmp_path, monkeypatch):
     with_messages = monitoring.read_predictions(tmp_path, [t0], with_messages=True)
     assert with_messages["message"].notna().all()
     assert all("message" in cols for cols in requested)
+
+
+def test_retraining_reads_the_messages_of_labelled_predictions_only(tmp_path):
+    import json
+
+    from spam_assets.lib.monitoring import labelled_examples
+    from spam_serving.parsing import ParsedMessage
+
+    now = datetime.now(UTC)
+    writer = ParquetLogWriter(tmp_path, "predictions", flush_rows=100, flush_s=60)
+    for i in range(5):
+        msg = ParsedMessage(subject=f"message {i}", body="hello", content_hash=f"h{i}")
+        writer.append(
+            {
+                **_row(i, now),
+                "model_version": "1",
+                "message": json.dumps(msg.to_record(), default=str),
+            }
+        )
+    writer.close()
+    feedback = ParquetLogWriter(tmp_path, "feedback", flush_rows=100, flush_s=60)
+    for i, label, dt in ((1, "ham", 0), (3, "ham", 0), (3, "spam", 1)):  # 3 corrected later
+        feedback.append(
+            {"ts": now + timedelta(seconds=dt), "prediction_id": f"{i:032x}", "label": label}
+        )
+    feedback.close()
+
+    kept = read_log(tmp_path, "predictions", prediction_ids={f"{3:032x}", "unknown"})
+    assert kept.column("prediction_id").to_pylist() == [f"{3:032x}"]
+    df = labelled_examples(tmp_path, now - timedelta(hours=1))
+    assert df["subject"].tolist() == ["message 1", "message 3"]
+    assert df["label"].tolist() == [0, 1]  # the latest label of prediction 3
+    assert df["served_model_version"].tolist() == ["1", "1"]

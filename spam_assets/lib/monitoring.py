@@ -9,7 +9,7 @@ prediction's hour and now, never only from the same hour.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -59,11 +59,17 @@ def _frame(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas() if table.num_columns else pd.DataFrame()
 
 
-def read_predictions(root: Path, hours: Iterable[datetime], with_messages: bool = False):
-    """Prediction rows of the given hours (empty frame with the known columns when none).
-    The logged messages are read only ``with_messages`` (retraining)."""
+def read_predictions(
+    root: Path,
+    hours: Iterable[datetime],
+    with_messages: bool = False,
+    prediction_ids: Collection[str] | None = None,
+) -> pd.DataFrame:
+    """Prediction rows of the given hours (empty frame with the known columns when none),
+    only ``prediction_ids`` when given. The logged messages are read only ``with_messages``
+    (retraining)."""
     wanted = [*PARTITION_COLUMNS, *(["message"] if with_messages else [])]
-    table = read_log(root, PREDICTIONS, list(hours), columns=wanted)
+    table = read_log(root, PREDICTIONS, list(hours), columns=wanted, prediction_ids=prediction_ids)
     df = _frame(table)
     if df.empty:
         return pd.DataFrame(columns=[*PARTITION_COLUMNS, *(["message"] if with_messages else [])])
@@ -167,7 +173,11 @@ def labelled_examples(root: Path, since: datetime) -> pd.DataFrame:
     ``feedback_ts``. Duplicate content keeps the newest feedback (the latest truth).
     """
     hours = hours_between(since, datetime.now(UTC))
-    preds = read_predictions(root, hours, with_messages=True)
+    feedback = read_feedback(root, since)
+    # only labelled predictions' messages are read: a day of traffic logs gigabytes of them
+    preds = read_predictions(
+        root, hours, with_messages=True, prediction_ids=set(feedback["prediction_id"])
+    )
     columns = [
         "message_id",
         "group",
@@ -181,7 +191,7 @@ def labelled_examples(root: Path, since: datetime) -> pd.DataFrame:
     ]
     if preds.empty or "message" not in preds.columns:
         return pd.DataFrame(columns=columns)
-    joined = join_feedback(preds, read_feedback(root, since))
+    joined = join_feedback(preds, feedback)
     joined = joined[joined["true_label"].notna() & joined["message"].notna()]
     if joined.empty:
         return pd.DataFrame(columns=columns)
