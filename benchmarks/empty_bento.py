@@ -10,8 +10,6 @@ say which serving targets the model path leaves room for. Only the benchmark sta
 
 from __future__ import annotations
 
-import asyncio
-
 import bentoml
 
 from spam_serving import bentoml_patches, heap
@@ -31,8 +29,7 @@ class EmptyEndpoint:
     """``POST /predict`` with the classifier's JSON body (``raw``), answering a constant."""
 
     @bentoml.on_startup
-    async def _freeze(self) -> None:
-        await asyncio.sleep(0)
+    def _freeze(self) -> None:
         heap.freeze()
 
     @bentoml.api(route="/predict")

@@ -72,7 +72,7 @@ def read_predictions(
     table = read_log(root, PREDICTIONS, list(hours), columns=wanted, prediction_ids=prediction_ids)
     df = _frame(table)
     if df.empty:
-        return pd.DataFrame(columns=[*PARTITION_COLUMNS, *(["message"] if with_messages else [])])
+        return pd.DataFrame(columns=wanted)
     keep = [c for c in PARTITION_COLUMNS if c in df.columns]
     if with_messages and "message" in df.columns:
         keep.append("message")
@@ -174,10 +174,6 @@ def labelled_examples(root: Path, since: datetime) -> pd.DataFrame:
     """
     hours = hours_between(since, datetime.now(UTC))
     feedback = read_feedback(root, since)
-    # only labelled predictions' messages are read: a day of traffic logs gigabytes of them
-    preds = read_predictions(
-        root, hours, with_messages=True, prediction_ids=set(feedback["prediction_id"])
-    )
     columns = [
         "message_id",
         "group",
@@ -189,6 +185,12 @@ def labelled_examples(root: Path, since: datetime) -> pd.DataFrame:
         "predicted_at",
         "feedback_ts",
     ]
+    if feedback.empty:
+        return pd.DataFrame(columns=columns)
+    # only labelled predictions' messages are read: a day of traffic logs gigabytes of them
+    preds = read_predictions(
+        root, hours, with_messages=True, prediction_ids=set(feedback["prediction_id"])
+    )
     if preds.empty or "message" not in preds.columns:
         return pd.DataFrame(columns=columns)
     joined = join_feedback(preds, feedback)
