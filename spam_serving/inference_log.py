@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import shutil
 import threading
 import time
 from collections import defaultdict
@@ -185,3 +186,30 @@ def read_log(
             table = table.filter(pc.is_in(table["prediction_id"], value_set=wanted))
         tables.append(table)
     return pa.concat_tables(tables, promote_options="default")
+
+
+def prune_log(root: Path, stream: str, before: datetime) -> tuple[int, int]:
+    """Delete the stream's hour directories older than ``before``'s hour (and date directories
+    left empty); returns (hours deleted, bytes freed). Only ``date=YYYY-MM-DD/hour=HH``
+    directories are touched: anything else under the log stays."""
+    cutoff = before.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    hours = freed = 0
+    base = Path(root) / stream
+    if not base.is_dir():
+        return 0, 0
+    for date_dir in sorted(base.glob("date=*")):
+        for hour_dir in sorted(date_dir.glob("hour=*")):
+            try:
+                start = datetime.strptime(
+                    f"{date_dir.name[5:]} {hour_dir.name[5:]}", "%Y-%m-%d %H"
+                ).replace(tzinfo=UTC)
+            except ValueError:
+                continue
+            if not hour_dir.is_dir() or start >= cutoff:
+                continue
+            freed += sum(f.stat().st_size for f in hour_dir.rglob("*") if f.is_file())
+            shutil.rmtree(hour_dir)
+            hours += 1
+        if date_dir.is_dir() and not any(date_dir.iterdir()):
+            date_dir.rmdir()
+    return hours, freed

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +29,17 @@ class SpamSettings(BaseSettings):
     """Embedded defaults run everything locally under ``home``."""
 
     model_config = SettingsConfigDict(env_prefix="SPAM_", extra="ignore")
+
+    @model_validator(mode="after")
+    def _retention_covers_its_readers(self) -> SpamSettings:
+        needed = max(self.feedback_lookback_hours, self.drift_window_hours)
+        if self.log_retention_hours < needed:
+            raise ValueError(
+                f"SPAM_LOG_RETENTION_HOURS={self.log_retention_hours} is shorter than what reads "
+                f"the raw log: SPAM_FEEDBACK_LOOKBACK_HOURS={self.feedback_lookback_hours}, "
+                f"SPAM_DRIFT_WINDOW_HOURS={self.drift_window_hours}"
+            )
+        return self
 
     home: Path = Field(
         default=PROJECT_ROOT / ".spam_home",
@@ -147,6 +158,12 @@ class SpamSettings(BaseSettings):
     feedback_min_count: int = Field(50, description="Labels needed before accuracy counts.")
     feedback_lookback_hours: int = Field(
         24 * 30, description="Labelled traffic of this many hours joins the retraining data."
+    )
+    log_retention_hours: int = Field(
+        24 * 35,
+        description="Hours of raw inference log kept (messages included); the daily "
+        "spam_log_retention job deletes older hours. At least the feedback lookback and the "
+        "drift window, or retraining and drift would lose data they read.",
     )
     retrain_cooldown_hours: float = Field(6.0, description="No second retrain within this.")
     alert_webhook_url: str | None = Field(None, description="JSON POST target for alerts.")

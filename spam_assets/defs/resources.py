@@ -274,6 +274,7 @@ class MonitoringResource(dg.ConfigurableResource):
     accuracy_floor: float
     feedback_min_count: int
     feedback_lookback_hours: int
+    log_retention_hours: int
     retrain_cooldown_hours: float
     alert_webhook_url: str | None
     alert_timeout_s: float
@@ -507,6 +508,7 @@ def build_resources(settings: SpamSettings | None = None) -> dict[str, object]:
             accuracy_floor=s.feedback_accuracy_floor,
             feedback_min_count=s.feedback_min_count,
             feedback_lookback_hours=s.feedback_lookback_hours,
+            log_retention_hours=s.log_retention_hours,
             retrain_cooldown_hours=s.retrain_cooldown_hours,
             alert_webhook_url=s.alert_webhook_url,
             alert_timeout_s=s.alert_timeout_s,
