@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 logger = logging.getLogger(__name__)
@@ -172,19 +171,27 @@ def read_log(
     day of traffic would cost gigabytes. ``prediction_ids`` keeps only those rows, file by
     file, so retraining holds the messages that have a label, not every message logged."""
     files = log_files(root, stream, hours)
-    if not files:
-        return pa.table({})
-    wanted = None if prediction_ids is None else pa.array(list(prediction_ids), pa.string())
+    # a Python set: pyarrow's is_in rebuilds its hash table on every call (~200 ms per
+    # file for a million ids), a set lookup per row costs ~0.2 us
+    ids = None if prediction_ids is None else frozenset(prediction_ids)
     tables = []
     for f in files:
+        mask = None
+        if ids is not None:
+            keys = pq.read_table(f, columns=["prediction_id"]).column("prediction_id")
+            mask = [key in ids for key in keys.to_pylist()]
+            if not any(mask):
+                continue  # nothing wanted here: the other columns are never read
         if columns is None:
             table = pq.read_table(f)
         else:
             present = set(pq.read_schema(f).names)
             table = pq.read_table(f, columns=[c for c in columns if c in present])
-        if wanted is not None:
-            table = table.filter(pc.is_in(table["prediction_id"], value_set=wanted))
+        if mask is not None:
+            table = table.filter(pa.array(mask, pa.bool_()))
         tables.append(table)
+    if not tables:
+        return pa.table({})
     return pa.concat_tables(tables, promote_options="default")
 
 

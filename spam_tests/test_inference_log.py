@@ -152,7 +152,7 @@ def test_monitoring_reads_only_the_columns_it_needs(tmp_path, monkeypatch):
     assert all("message" in cols for cols in requested)
 
 
-def test_retraining_reads_the_messages_of_labelled_predictions_only(tmp_path):
+def test_retraining_reads_the_messages_of_labelled_predictions_only(tmp_path, monkeypatch):
     import json
 
     from spam_assets.lib.monitoring import labelled_examples
@@ -170,6 +170,10 @@ def test_retraining_reads_the_messages_of_labelled_predictions_only(tmp_path):
             }
         )
     writer.close()
+    # a second part with no labelled prediction in it
+    writer = ParquetLogWriter(tmp_path, "predictions", flush_rows=100, flush_s=60)
+    writer.append({**_row(7, now), "model_version": "1", "message": '{"subject": "x"}'})
+    writer.close()
     feedback = ParquetLogWriter(tmp_path, "feedback", flush_rows=100, flush_s=60)
     for i, label, dt in ((1, "ham", 0), (3, "ham", 0), (3, "spam", 1)):  # 3 corrected later
         feedback.append(
@@ -179,7 +183,20 @@ def test_retraining_reads_the_messages_of_labelled_predictions_only(tmp_path):
 
     kept = read_log(tmp_path, "predictions", prediction_ids={f"{3:032x}", "unknown"})
     assert kept.column("prediction_id").to_pylist() == [f"{3:032x}"]
+    assert read_log(tmp_path, "predictions", prediction_ids=set()).num_rows == 0
+
+    reads: list = []
+    real_read = pq.read_table
+
+    def spy(path, *args, **kwargs):
+        reads.append((Path(path).name, kwargs.get("columns")))
+        return real_read(path, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "read_table", spy)
     df = labelled_examples(tmp_path, now - timedelta(hours=1))
+    messages_read = {name for name, cols in reads if cols and "message" in cols}
+    ids_read = {name for name, cols in reads if cols == ["prediction_id"]}
+    assert len(ids_read) == 2 and len(messages_read) == 1  # the unlabelled part: ids only
     assert df["subject"].tolist() == ["message 1", "message 3"]
     assert df["label"].tolist() == [0, 1]  # the latest label of prediction 3
     assert df["served_model_version"].tolist() == ["1", "1"]
