@@ -36,7 +36,7 @@ def _prepare(work: Path) -> tuple[pd.DataFrame, Path]:
     """Reference rows + a real model; returns the live rows to tile and the reference dir."""
     import xgboost as xgb
 
-    from spam_assets.defs.features.assets import messages_of
+    from spam_assets.lib.messages import messages_of
     from spam_assets.lib.monitoring import NUMERIC_COLUMNS
     from spam_assets.lib.onnx_export import to_onnx
     from spam_serving.featurize import NUMERIC_FEATURES, Featurizer, FeaturizerConfig

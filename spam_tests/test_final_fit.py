@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spam_assets.defs.features.assets import messages_of
 from spam_assets.lib.final_fit import deployed_features, final_fit_inputs
+from spam_assets.lib.messages import messages_of
 from spam_assets.lib.onnx_export import native_scores
 from spam_assets.lib.tuning import fit_final, train_booster, trials_markdown
 from spam_serving.featurize import Featurizer, FeaturizerConfig

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from spam_assets.lib.messages import messages_of
 from spam_serving.featurize import Featurizer
-from spam_serving.parsing import from_record
 from spam_serving.reputation import REPUTATION_FEATURES
 
 FIT_SPLITS = ("train", "validation")
@@ -34,10 +34,9 @@ def deployed_features(
     for split, part in dataset_splits.groupby("split"):
         if list(part["message_id"]) != list(feature_matrices[split]["message_id"]):
             raise ValueError(f"dataset_splits and feature_matrices disagree on '{split}' rows")
-        parts[str(split)] = [from_record(r) for r in part.to_dict("records")]
+        parts[str(split)] = messages_of(part)
     fit_msgs = [m for split in FIT_SPLITS for m in parts[split]]
-    fit_y = np.concatenate([np.asarray(feature_matrices[s]["y"]) for s in FIT_SPLITS])
-    featurizer = Featurizer(config).fit(fit_msgs, fit_y)
+    featurizer = Featurizer(config).fit(fit_msgs, _fit_labels(feature_matrices))
     matrices = {
         split: featurizer.transform(
             msgs, feature_matrices[split]["X"][:, -n_rep:] if n_rep else None
@@ -55,9 +54,14 @@ def final_fit_inputs(
     featurizer, matrices = deployed_features(feature_pipeline, feature_matrices, dataset_splits)
     final = {
         "X": np.vstack([matrices[s] for s in FIT_SPLITS]),
-        "y": np.concatenate([np.asarray(feature_matrices[s]["y"]) for s in FIT_SPLITS]),
+        "y": _fit_labels(feature_matrices),
     }
     return featurizer, matrices, final
+
+
+def _fit_labels(feature_matrices: dict) -> np.ndarray:
+    """Labels of the final fit's rows, in ``FIT_SPLITS`` order."""
+    return np.concatenate([np.asarray(feature_matrices[s]["y"]) for s in FIT_SPLITS])
 
 
 def deployed_matrix(tuned_model: dict, feature_matrices: dict, split: str) -> np.ndarray:

@@ -73,10 +73,7 @@ def read_predictions(
     df = _frame(table)
     if df.empty:
         return pd.DataFrame(columns=wanted)
-    keep = [c for c in PARTITION_COLUMNS if c in df.columns]
-    if with_messages and "message" in df.columns:
-        keep.append("message")
-    return df[keep]
+    return df[[c for c in wanted if c in df.columns]]
 
 
 def read_feedback(root: Path, since: datetime, until: datetime | None = None) -> pd.DataFrame:

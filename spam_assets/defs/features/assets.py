@@ -9,14 +9,9 @@ import pandas as pd
 from spam_assets.azure_target import k8s_op_tags
 from spam_assets.defs.features.reputation import feast_registry
 from spam_assets.defs.resources import FeastResource, ModelPolicy
+from spam_assets.lib.messages import messages_of
 from spam_assets.lib.reputation import historical_reputation
 from spam_serving.featurize import Featurizer
-from spam_serving.parsing import from_record
-
-
-def messages_of(df: pd.DataFrame) -> list:
-    """Parquet rows -> ParsedMessage: the exact objects the service builds from a request."""
-    return [from_record(r) for r in df.to_dict("records")]
 
 
 @dg.asset(

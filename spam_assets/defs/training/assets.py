@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from spam_assets.azure_target import k8s_op_tags
-from spam_assets.defs.features.assets import messages_of
 from spam_assets.defs.resources import FeastResource, MlflowRegistry, ModelPolicy, TuningResource
 from spam_assets.lib.final_fit import deployed_matrix, final_fit_inputs
+from spam_assets.lib.messages import messages_of
 from spam_assets.lib.metrics import (
     FPR_POINTS,
     confusion_markdown,
