@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from spam_serving import parsing
 from spam_serving.parsing import (
     MAX_BODY_CHARS,
     MAX_RAW_BYTES,
@@ -183,3 +184,46 @@ def test_headers_read_like_message_get():
     tokens = m.header_tokens.split()
     assert "h:received" in tokens and "h:from" in tokens and "xm:foo" in tokens
     assert m.n_urls == 2 and m.url_domains == "example.com example.net"  # scheme case ignored
+
+
+def _full_parse_records(raws: list[bytes], monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """parse_message with the header-only fast path switched off: the reference."""
+    with monkeypatch.context() as m:
+        m.setattr(parsing, "_parse_bytes", parsing._PARSER.parsebytes)
+        return [parse_message(raw).to_record() for raw in raws]
+
+
+def test_single_part_fast_path_changes_nothing(real_sample, monkeypatch):
+    """The whole-body fast path for single-part mail (and the filename shortcut) must give
+    the very records the full compat32 parse gives: on real mail (LF and CRLF), 8-bit bodies,
+    a header block cut short by a non-header line, a multipart Content-Type the byte guess
+    cannot see (past the scanned head), message/rfc822, and RFC 2231 file names."""
+    raws = [raw for _, _, raw in real_sample]
+    raws += [raw.replace(b"\n", b"\r\n") for raw in raws[::5]]
+    pad = b"".join(b"X-Pad-%d: %s\n" % (i, b"y" * 60) for i in range(1200))  # > 64 KB
+    hidden = (
+        pad + b'Content-Type: multipart/mixed; boundary="b"\n\n--b\nContent-Type: text/plain\n\n'
+        b"hello\n--b\nContent-Type: application/pdf\n\nxx\n--b--\n"
+    )
+    rfc822 = (
+        b"Subject: fwd\nContent-Type: message/rfc822\n\n"
+        b"From: inner@example.com\nSubject: inner\n\ninner body http://in.example.org/\n"
+    )
+    named = (
+        b'Subject: a\nContent-Type: text/plain; name*0="re"; name*1="port.txt"\n\nattached text\n'
+    )
+    inline = (
+        b"Subject: b\nContent-Disposition: inline; filename*=utf-8''r%C3%A9sum%C3%A9.txt\n\n"
+        b"inline text\n"
+    )
+    early = b"Subject: c\nthis line is no header\nX-Late: 1\n\nbody \xff\n"
+    eightbit = b"Subject: d\nContent-Type: text/plain; charset=latin-1\n\ncaf\xe9 \xef\xbf\xbd\n"
+    crlf = b"Subject: e\r\nFrom: a@b.example\r\n\r\nline one\r\n\r\nline two\r\n"
+    special = [early, eightbit, crlf, hidden, rfc822, named, inline]
+    expected = _full_parse_records(raws + special, monkeypatch)
+    assert [parse_message(raw).to_record() for raw in raws + special] == expected
+    assert expected[-4]["n_attachments"] == 1 and "hello" in expected[-4]["body"]
+    assert "X-Late" in expected[-7]["body"] and "\u00e9" in expected[-6]["body"]
+    assert "inner body" in expected[-3]["body"] and expected[-3]["n_parts"] == 2
+    assert expected[-2]["n_attachments"] == expected[-1]["n_attachments"] == 1  # named parts
+    assert parsing._parse_bytes(hidden).is_multipart()  # the guess missed; the parse did not
