@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+
+import pytest
 
 from benchmarks import common
 
@@ -60,3 +65,49 @@ def test_floor_section_says_which_targets_the_stack_leaves_reachable():
     fast = "\n".join(floor_section(results(20000.0), ceiling=1800.0, servers=servers))
     assert "**no**" not in fast
     assert "spawn -> ready (empty endpoint): 4.5 s" in fast
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Keep-alive HTTP/1.1: 200 for good bodies, 422 for ``bad``, and ``close`` answers with
+    ``Connection: close`` (the client must reconnect, not count an error)."""
+
+    protocol_version = "HTTP/1.1"
+    seen: ClassVar[list[bytes]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).seen.append(body)
+        status = 422 if b"bad" in body else 200
+        payload = b'{"ok": true}'
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(payload)))
+        if b"close" in body:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args) -> None:
+        return
+
+
+@pytest.mark.parametrize("client", ["raw", "aiohttp"])
+def test_loadgen_counts_answers_by_status_and_survives_closed_connections(client):
+    import uvloop
+
+    from benchmarks import loadgen
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Handler.seen = []
+    bodies = [b'{"m": "good"}', b'{"m": "bad"}', b'{"m": "close"}', b'{"m": "good2"}']
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/predict"
+        out = uvloop.run(loadgen.run(url, bodies, {"X-API-Key": "k"}, 3, 5.0, 40, 0.0, client))
+    finally:
+        server.shutdown()
+    assert out["requests"] == 40 == len(_Handler.seen)  # --max-requests bounds the run
+    n_bad = sum(1 for body in _Handler.seen if b"bad" in body)
+    assert n_bad > 0 and out["errors"] == {"422": n_bad} and out["ok"] == 40 - n_bad
+    assert set(_Handler.seen) == set(bodies)  # bodies go out whole, and all of them
+    assert out["p50_ms"] > 0 and out["client_cpu_us_per_request"] > 0
