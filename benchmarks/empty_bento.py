@@ -16,7 +16,7 @@ from spam_serving import bentoml_patches, heap
 from spam_serving.settings import get_settings
 
 SETTINGS = get_settings()
-bentoml_patches.install(SETTINGS.trace_asgi_messages)
+bentoml_patches.install(SETTINGS.trace_asgi_messages, SETTINGS.serve_reuse_port)
 
 
 @bentoml.service(

@@ -117,6 +117,26 @@ def train_baseline(path: Path, texts: list[str], labels: np.ndarray) -> float:
     return time.perf_counter() - start
 
 
+def wait_workers_listening(server: ServerProcess, n: int, timeout_s: float = 60) -> None:
+    """Until ``n`` of the server's processes listen on its port. A server reports ready as soon
+    as one worker is; keep-alive load that connects before the others listen stays on that one
+    worker for the whole run (with each worker on its own socket, as Bento's are here)."""
+    port = int(server.url.rsplit(":", 1)[1])
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        listening = 0
+        for proc in psutil.Process(server.pid).children(recursive=True):
+            try:
+                conns = proc.net_connections("tcp")
+            except psutil.Error:
+                continue
+            listening += any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns)
+        if listening >= n:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{server.url}: fewer than {n} processes listening:\n{server.log_tail()}")
+
+
 def rss_mb_per_worker(pid: int) -> tuple[float, int]:
     """Mean RSS of the worker processes (the server's descendants that serve requests)."""
     try:
@@ -309,6 +329,7 @@ def main() -> None:
             wait_http(server)
         cold = time.perf_counter() - spawn
         try:
+            wait_workers_listening(server, WORKERS)
             results[name] = {
                 c: load(server.url + "/predict", bodies_file, c, DURATION_S) for c in CONCURRENCY
             }
@@ -367,10 +388,11 @@ def report(results, servers, ceiling, ceiling_1, profile, fit_s, bundle) -> str:
         f"# Serving benchmark ({time.strftime('%Y-%m-%d')})",
         "",
         f"Machine: {machine()}. Model v{bundle.version} ({bundle.featurizer.n_features} "
-        f"features). {WORKERS} worker processes per server; load from a separate aiohttp "
-        f"process on the same 2 cores (closed loop, {DURATION_S:.0f} s per point after 1 s "
-        "warm-up). Bodies: 400 real corpus messages as JSON `raw` (mean "
-        "size ~6 KB). Bento requests include explanations and the inference log.",
+        f"features). {WORKERS} worker processes per server; load from a separate process "
+        "on the same 2 cores (`benchmarks.loadgen`, keep-alive connections, httptools "
+        f"client on uvloop; closed loop, {DURATION_S:.0f} s per point after 1 s warm-up). "
+        "Bodies: 400 real corpus messages as JSON `raw` (mean size ~6 KB). Bento requests "
+        "include explanations and the inference log.",
         "",
         "## /predict throughput and latency",
         "",
@@ -446,6 +468,8 @@ def report(results, servers, ceiling, ceiling_1, profile, fit_s, bundle) -> str:
         f"| model path total | {model_path:.0f} |",
         f"| Bento CPU per request at 32 clients ({WORKERS} cores / rps, incl. load generator) "
         f"| {per_req:.0f} |",
+        f"| of which the load generator's own CPU per request at 32 clients "
+        f"| {b32.get('client_cpu_us_per_request') or float('nan'):.0f} |",
         "",
         f"In-process ceiling: {ceiling_1:.0f} msg/s with 1 process, {ceiling:.0f} msg/s with "
         f"{WORKERS} (parse + featurize + ONNX, no explanations, no HTTP).",

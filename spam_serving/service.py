@@ -39,7 +39,8 @@ from spam_serving.settings import get_settings
 
 logger = logging.getLogger(__name__)
 SETTINGS = get_settings()
-bentoml_patches.install(SETTINGS.trace_asgi_messages)  # before BentoML builds the app
+# before BentoML binds its socket and builds the app
+bentoml_patches.install(SETTINGS.trace_asgi_messages, SETTINGS.serve_reuse_port)
 ASYNC_CHUNK = 100
 #: The featurizer's structural block (its first columns): what drift monitoring reads.
 LOG_NUMERIC_COLUMNS = tuple("num_" + n for n in NUMERIC_FEATURES)

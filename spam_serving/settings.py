@@ -103,6 +103,11 @@ class SpamSettings(BaseSettings):
     serve_port: int = Field(3100, description="Port of the local Bento deployment.")
     serve_workers: int = Field(2, description="Service worker processes (one per core).")
     serve_access_log: bool = Field(False, description="Per-request access log (costs CPU).")
+    serve_reuse_port: bool = Field(
+        True,
+        description="Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads "
+        "connections over the workers (spam_serving/bentoml_patches.py).",
+    )
     trace_asgi_messages: bool = Field(
         False,
         description="OpenTelemetry child spans per ASGI message (http send/receive); off: one "

@@ -7,12 +7,16 @@ import asyncio
 import contextvars
 import gc
 import json
+import os
+import socket
 import weakref
 
 import pytest
+import uvicorn
 import uvloop
 from bentoml._internal.server.base_app import BaseAppFactory
 from bentoml._internal.server.http import traffic
+from circus.sockets import CircusSocket
 
 from spam_serving import bentoml_patches
 from spam_serving.bentoml_patches import CancellingTimeoutMiddleware
@@ -183,5 +187,67 @@ def test_trace_asgi_messages_setting_restores_opentelemetrys_class():
         assert otel_asgi.OpenTelemetryMiddleware is bentoml_patches._ORIGINAL_OTEL
         bentoml_patches.install()
         assert otel_asgi.OpenTelemetryMiddleware is bentoml_patches.ServerSpanOnlyMiddleware
+    finally:
+        bentoml_patches.install()
+
+
+def _reserved_socket() -> CircusSocket:
+    sock = CircusSocket(name=bentoml_patches.API_SOCKET_NAME, host="127.0.0.1", port=0)
+    bentoml_patches._bind_reserved(sock)
+    return sock
+
+
+def _is_listening(sock: socket.socket) -> bool:
+    return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+
+
+def test_arbiter_reserves_the_api_port_without_listening():
+    """BentoML's API socket: bound with SO_REUSEPORT (the port is held) but not listening,
+    so no connection can wait on it; any other circus socket binds and listens as before."""
+    reserved = _reserved_socket()
+    try:
+        assert reserved.port > 0 and not _is_listening(reserved)
+        assert reserved.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+        with pytest.raises(ConnectionRefusedError):  # nothing waits there yet
+            socket.create_connection(("127.0.0.1", reserved.port), timeout=2).close()
+        with socket.socket() as squatter, pytest.raises(OSError):  # held against the rest
+            squatter.bind(("127.0.0.1", reserved.port))
+        other = CircusSocket(name="some_dependency", host="127.0.0.1", port=0)
+        bentoml_patches._bind_reserved(other)
+        assert _is_listening(other) and not other.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+        other.close()
+    finally:
+        reserved.close()
+
+
+def test_each_worker_gets_its_own_listener_on_the_reserved_port():
+    reserved = _reserved_socket()
+    port = reserved.port
+    inherited = socket.socket(fileno=os.dup(reserved.fileno()))  # what a worker is handed
+    try:
+        first = bentoml_patches.own_listener(inherited)
+        second = bentoml_patches.own_listener(socket.socket(fileno=os.dup(reserved.fileno())))
+        assert first is not inherited and inherited.fileno() == -1  # the copy is closed
+        assert first.getsockname()[1] == second.getsockname()[1] == port
+        first.listen()
+        second.listen()
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()  # now it answers
+        first.close()
+        second.close()
+        # an ordinary listening socket (reuse_port off, or another server) is left alone
+        with socket.create_server(("127.0.0.1", 0)) as plain:
+            assert bentoml_patches.own_listener(plain) is plain
+    finally:
+        reserved.close()
+
+
+def test_install_switches_the_socket_patches_with_the_setting():
+    try:
+        bentoml_patches.install(reuse_port=False)
+        assert CircusSocket.bind_and_listen is bentoml_patches._ORIGINAL_BIND
+        assert uvicorn.Server.startup is bentoml_patches._ORIGINAL_STARTUP
+        bentoml_patches.install(reuse_port=True)
+        assert CircusSocket.bind_and_listen is bentoml_patches._bind_reserved
+        assert uvicorn.Server.startup is bentoml_patches._startup_on_own_sockets
     finally:
         bentoml_patches.install()

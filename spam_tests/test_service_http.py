@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 
+import psutil
 import pytest
 import requests
 from serving_helpers import API_KEYS, free_port, running_server, server_env, train_bundle
@@ -499,3 +500,57 @@ def test_canary_share_of_production_goes_to_the_challenger(served):
     assert all(len(versions) == 1 for versions in sides.values()), sides
     to_canary = sum(versions == {"2"} for versions in sides.values())
     assert 20 <= to_canary <= 100, to_canary  # binomial(200, 0.3): 60 +- 40
+
+
+def _worker_processes(served) -> list[psutil.Process]:
+    arbiter = psutil.Process(served["server"].pid)
+    return [
+        p
+        for p in arbiter.children(recursive=True)
+        if "_bentoml_impl.worker.service" in " ".join(p.cmdline())
+    ]
+
+
+def test_each_worker_listens_on_its_own_socket_and_gets_connections(served):
+    """SO_REUSEPORT (bentoml_patches): each worker has a listening socket of its own on the
+    port, the arbiter listens on none (it only holds the port), and 32 keep-alive clients
+    that connect together are spread over both workers, not piled on one."""
+    port = int(served["url"].rsplit(":", 1)[1])
+    workers = _worker_processes(served)
+    assert len(workers) == 2
+
+    def listening(proc: psutil.Process) -> list:
+        return [
+            c
+            for c in proc.net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+        ]
+
+    assert all(len(listening(w)) == 1 for w in workers)
+    assert not listening(psutil.Process(served["server"].pid))
+    sessions = [requests.Session() for _ in range(32)]
+    barrier = threading.Barrier(32)
+
+    def one(session: requests.Session) -> int:
+        barrier.wait()
+        return session.get(served["url"] + "/readyz", timeout=10).status_code
+
+    try:
+        threads = [threading.Thread(target=one, args=(s,)) for s in sessions]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        held = [
+            sum(
+                1
+                for c in w.net_connections("tcp")
+                if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
+            )
+            for w in workers
+        ]
+    finally:
+        for s in sessions:
+            s.close()
+    # the kernel hashes each connection to a socket: P(a worker gets < 4 of 32) ~ 1e-6
+    assert sum(held) == 32 and min(held) >= 4, held
