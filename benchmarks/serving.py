@@ -58,6 +58,7 @@ PORTS = {
     "bento, batching off": 3204,
     "bento, gc.freeze off": 3205,
     "bento, OTel message spans on": 3206,
+    "bento, one shared socket": 3209,
     "fastapi+sklearn": 3202,
     "fastapi+ours": 3203,
     "bento, empty endpoint": 3207,
@@ -70,6 +71,7 @@ BENTO_VARIANTS = {
     "bento, batching off": (SERVICE, {"SPAM_ADAPTIVE_BATCHING": "false"}),
     "bento, gc.freeze off": (SERVICE, {"SPAM_GC_FREEZE": "false"}),
     "bento, OTel message spans on": (SERVICE, {"SPAM_TRACE_ASGI_MESSAGES": "true"}),
+    "bento, one shared socket": (SERVICE, {"SPAM_SERVE_REUSE_PORT": "false"}),
     "bento, empty endpoint": ("benchmarks.empty_bento:EmptyEndpoint", {}),
 }
 #: uvicorn servers: ``baseline_app``'s mode for each
