@@ -22,6 +22,7 @@ import resource
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -82,66 +83,66 @@ def _request_bytes(url: str, body: bytes, headers: dict[str, str]) -> bytes:
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
-async def _raw_client(
-    url: str,
-    requests: list[bytes],
+async def _closed_loop(
+    send: Callable[[int], Awaitable[int | str]],
     offset: int,
     deadline: float,
     budget: list[int],
     latencies: list[float],
     statuses: Counter,
 ) -> None:
-    parts = urlsplit(url)
-    loop = asyncio.get_running_loop()
-    conn: _Connection | None = None
+    """One client: send request ``i``, wait for its status, record, repeat until the deadline
+    or until the shared ``budget`` of requests is spent."""
     i = offset
     while time.perf_counter() < deadline and budget[0] > 0:
         budget[0] -= 1
-        data = requests[i % len(requests)]
-        i += 1
         start = time.perf_counter()
-        try:
-            if conn is None or conn.closed:
-                _, conn = await loop.create_connection(_Connection, parts.hostname, parts.port)
-            status: int | str = await asyncio.wait_for(conn.request(data), 30)
-        except (OSError, TimeoutError, httptools.HttpParserError) as exc:
-            status = type(exc).__name__
-            if conn is not None:
-                conn.close()
-            conn = None
+        status = await send(i)
+        i += 1
         latencies.append(time.perf_counter() - start)
         statuses[status] += 1
-    if conn is not None:
-        conn.close()
 
 
-async def _aiohttp_client(
-    session,
-    url: str,
-    bodies: list[bytes],
-    headers: dict[str, str],
-    offset: int,
-    deadline: float,
-    budget: list[int],
-    latencies: list[float],
-    statuses: Counter,
-) -> None:
+class _RawClient:
+    """Sends pre-built requests over one keep-alive connection, reconnecting when closed."""
+
+    def __init__(self, url: str, requests: list[bytes]) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname, parts.port
+        self.requests = requests
+        self.conn: _Connection | None = None
+
+    async def send(self, i: int) -> int | str:
+        try:
+            if self.conn is None or self.conn.closed:
+                loop = asyncio.get_running_loop()
+                _, self.conn = await loop.create_connection(_Connection, self.host, self.port)
+            data = self.requests[i % len(self.requests)]
+            return await asyncio.wait_for(self.conn.request(data), 30)
+        except (OSError, TimeoutError, httptools.HttpParserError) as exc:
+            self.close()
+            return type(exc).__name__
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = None
+
+
+def _aiohttp_sender(
+    session, url: str, bodies: list[bytes], headers: dict[str, str]
+) -> Callable[[int], Awaitable[int | str]]:
     import aiohttp
 
-    i = offset
-    while time.perf_counter() < deadline and budget[0] > 0:
-        budget[0] -= 1
-        body = bodies[i % len(bodies)]
-        i += 1
-        start = time.perf_counter()
+    async def send(i: int) -> int | str:
         try:
-            async with session.post(url, data=body, headers=headers) as resp:
+            async with session.post(url, data=bodies[i % len(bodies)], headers=headers) as resp:
                 await resp.read()
-                status = resp.status
+                return resp.status
         except aiohttp.ClientError as exc:
-            status = type(exc).__name__
-        latencies.append(time.perf_counter() - start)
-        statuses[status] += 1
+            return type(exc).__name__
+
+    return send
 
 
 async def run(
@@ -168,16 +169,20 @@ async def run(
     async def phase(seconds: float, budget: list[int], lat: list, stat: Counter) -> None:
         deadline = time.perf_counter() + seconds
         if session is None:
-            clients = (
-                _raw_client(url, requests, k * 7, deadline, budget, lat, stat)
-                for k in range(concurrency)
-            )
+            raw = [_RawClient(url, requests) for _ in range(concurrency)]
+            senders = [c.send for c in raw]
         else:
-            clients = (
-                _aiohttp_client(session, url, bodies, headers, k * 7, deadline, budget, lat, stat)
-                for k in range(concurrency)
+            raw, senders = [], [_aiohttp_sender(session, url, bodies, headers)] * concurrency
+        try:
+            await asyncio.gather(
+                *(
+                    _closed_loop(send, k * 7, deadline, budget, lat, stat)
+                    for k, send in enumerate(senders)
+                )
             )
-        await asyncio.gather(*clients)
+        finally:
+            for c in raw:
+                c.close()
 
     try:
         if warmup_s > 0:
