@@ -192,6 +192,7 @@ def test_trace_asgi_messages_setting_restores_opentelemetrys_class():
 
 
 def _reserved_socket() -> CircusSocket:
+    bentoml_patches.install()  # sets the original bind aside
     sock = CircusSocket(name=bentoml_patches.API_SOCKET_NAME, host="127.0.0.1", port=0)
     bentoml_patches._bind_reserved(sock)
     return sock
@@ -242,6 +243,7 @@ def test_each_worker_gets_its_own_listener_on_the_reserved_port():
 
 
 def test_install_switches_the_socket_patches_with_the_setting():
+    bentoml_patches.install()
     try:
         bentoml_patches.install(reuse_port=False)
         assert CircusSocket.bind_and_listen is bentoml_patches._ORIGINAL_BIND
@@ -251,3 +253,24 @@ def test_install_switches_the_socket_patches_with_the_setting():
         assert uvicorn.Server.startup is bentoml_patches._startup_on_own_sockets
     finally:
         bentoml_patches.install()
+
+
+def test_workers_leave_circus_alone():
+    """In a worker (BentoML sets ``worker_index`` before loading the service) install patches
+    only uvicorn: workers never bind, and importing circus cost each ~0.2 s of start-up."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from bentoml._internal.context import server_context\n"
+        "server_context.worker_index = 1\n"
+        "from spam_serving import bentoml_patches\n"
+        "bentoml_patches.install()\n"
+        "import uvicorn\n"
+        "assert uvicorn.Server.startup is bentoml_patches._startup_on_own_sockets\n"
+        "print('circus.sockets' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
