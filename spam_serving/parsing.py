@@ -265,8 +265,9 @@ def _parse_bytes(raw: bytes) -> Message:
     """``compat32`` parse that hands a single-part body over whole instead of line by line.
 
     For a message that is neither ``multipart/*`` nor ``message/*``, the parser's body pass
-    only splits the body into lines and joins them back into the payload string: ~40% of the
-    parse on this corpus, for nothing. Here the parser reads the header block alone (up to the
+    only splits the body into lines and joins them back into the payload string: with the
+    filename shortcut below, skipping it saves 11% of a parse's instructions on this corpus
+    (callgrind). Here the parser reads the header block alone (up to the
     first empty line, as a ``headersonly`` parse) and the rest of the bytes becomes the
     payload, decoded as the parser decodes it. Same headers, defects and payload as the full
     parse (a test holds that on real mail). Anything else takes the full parse: a header
