@@ -67,6 +67,21 @@ def test_floor_section_says_which_targets_the_stack_leaves_reachable():
     assert "spawn -> ready (empty endpoint): 4.5 s" in fast
 
 
+def test_the_median_round_stands_for_the_server_with_every_round_kept():
+    from benchmarks.serving import PORTS, median_round, rounds_section
+
+    rounds = [_point(900.0, 60.0), _point(700.0, 99.0), _point(850.0, 63.0)]
+    mid = median_round(rounds)
+    assert mid["rps"] == 850.0 and mid["p99_ms"] == 63.0  # the middle run, its own p99
+    assert mid["rounds_rps"] == [900.0, 700.0, 850.0] and mid["rounds_p99_ms"][1] == 99.0
+    assert rounds[2] == _point(850.0, 63.0)  # the rounds themselves are left as they were
+    results = {name: {32: _point(100.0)} for name in PORTS}
+    results["bento"][32] = mid
+    text = "\n".join(rounds_section(results))
+    assert "| bento | 900 / 700 / 850 | 850 | 60 / 99 / 63 | 63.0 |" in text
+    assert "| fastapi+sklearn | 100 | 100 | 10 | 10.0 |" in text  # a single round reads as one
+
+
 class _Handler(BaseHTTPRequestHandler):
     """Keep-alive HTTP/1.1: 200 for good bodies, 422 for ``bad``, and ``close`` answers with
     ``Connection: close`` (the client must reconnect, not count an error)."""
