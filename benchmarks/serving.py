@@ -5,7 +5,9 @@ Servers under test, each with the same number of worker processes, on 127.0.0.1:
 * ``bento``: ``bentoml serve spam_serving.service:SpamClassifier`` with the deployed bundle
   (explanations on, inference log on: the real request path), with adaptive batching of the
   model call on (the default) and off, with the start-up heap's ``gc.freeze()`` off, and
-  with OpenTelemetry's per-ASGI-message spans back on (``SPAM_TRACE_ASGI_MESSAGES``);
+  with OpenTelemetry's per-ASGI-message spans back on (``SPAM_TRACE_ASGI_MESSAGES``), and
+  with BentoML's one shared listening socket instead of one per worker
+  (``SPAM_SERVE_REUSE_PORT=false``);
 * ``fastapi+sklearn``: the baseline a user would otherwise write (see ``baseline_app``);
 * ``fastapi+ours``: the same FastAPI app calling our parser, featurizer and ONNX model;
 * ``bento, empty endpoint`` and ``fastapi, empty endpoint``: each stack answering a constant
@@ -14,6 +16,8 @@ Servers under test, each with the same number of worker processes, on 127.0.0.1:
   report sets against the targets.
 
 Load comes from ``benchmarks.loadgen`` in a separate process (closed loop, bounded in time).
+Servers start one at a time and then all stay up: after each server's concurrency sweep, every
+server gets more 32-client rounds in turn, and its median round is what the ratios use.
 Also measured: the in-process ceiling (parse + featurize + ONNX in a loop, no HTTP, same
 number of processes), cold start (spawn to ready), RSS per worker, and a per-stage profile of
 the request path. Needs a trained bundle: run ``make run`` first.
