@@ -40,6 +40,7 @@ def _prepare(work: Path) -> tuple[pd.DataFrame, Path]:
     from spam_assets.lib.monitoring import NUMERIC_COLUMNS
     from spam_assets.lib.onnx_export import to_onnx
     from spam_serving.featurize import NUMERIC_FEATURES, Featurizer, FeaturizerConfig
+    from spam_serving.inference_log import logged_message
     from spam_serving.model_bundle import ModelBundle, write_bundle
 
     splits = split_table(raw_table())
@@ -78,7 +79,7 @@ def _prepare(work: Path) -> tuple[pd.DataFrame, Path]:
     live = frame(test, f.transform(test_messages))
     live["label"] = np.where(live["score"] >= 0.5, "spam", "ham")
     # the service logs each parsed message for retraining (SPAM_LOG_MESSAGES, default on)
-    live["message"] = [json.dumps(m.to_record(), default=str) for m in test_messages]
+    live["message"] = [logged_message(m) for m in test_messages]
     return live, ref_dir
 
 

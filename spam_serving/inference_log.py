@@ -11,6 +11,7 @@ partition key the ``inference_log`` asset reads.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -21,14 +22,24 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    from spam_serving.parsing import ParsedMessage
 
 logger = logging.getLogger(__name__)
 
 PREDICTIONS = "predictions"
 FEEDBACK = "feedback"
+
+
+def logged_message(msg: ParsedMessage) -> str:
+    """A parsed message as the ``message`` column of the predictions stream holds it (JSON of
+    its record; retraining's ``labelled_examples`` reads it back)."""
+    return json.dumps(msg.to_record(), default=str)
 
 
 class ParquetLogWriter:

@@ -278,7 +278,8 @@ def _parse_bytes(raw: bytes) -> Message:
     head_end = _header_block_end(raw)
     if head_end:
         head = raw[:head_end]
-        if b"multipart" not in head.lower() and b"message/" not in head.lower():
+        lowered = head.lower()
+        if b"multipart" not in lowered and b"message/" not in lowered:
             msg = _PARSER.parsebytes(head, headersonly=True)
             single = msg.get_content_maintype() not in ("multipart", "message")
             if single and msg.get_payload() == "":

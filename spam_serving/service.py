@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import random
 import time
@@ -31,7 +30,7 @@ from spam_serving import bentoml_patches, heap, metrics
 from spam_serving.feature_store import OnlineReputation
 from spam_serving.featurize import NUMERIC_FEATURES
 from spam_serving.gateway import CANARY_ENV, ENVIRONMENTS, GatewayMiddleware, load_api_keys
-from spam_serving.inference_log import FEEDBACK, PREDICTIONS, ParquetLogWriter
+from spam_serving.inference_log import FEEDBACK, PREDICTIONS, ParquetLogWriter, logged_message
 from spam_serving.live_models import LiveModel, ModelRouter, Overloaded
 from spam_serving.parsing import ParsedMessage
 from spam_serving.schemas import BatchIn, FeedbackIn, MessageIn
@@ -387,7 +386,7 @@ class SpamClassifier:
             **dict(zip(LOG_NUMERIC_COLUMNS, row[:N_NUMERIC].tolist(), strict=True)),
         }
         if self.settings.log_messages:
-            record["message"] = json.dumps(msg.to_record(), default=str)
+            record["message"] = logged_message(msg)
         if not self.logs[PREDICTIONS].append(record):
             metrics.LOG_DROPPED.labels(PREDICTIONS).inc()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from spam_serving.inference_log import ParquetLogWriter, log_files, read_log
+from spam_serving.inference_log import ParquetLogWriter, log_files, logged_message, read_log
 
 
 def _row(i: int, ts: datetime) -> dict:
@@ -153,8 +153,6 @@ def test_monitoring_reads_only_the_columns_it_needs(tmp_path, monkeypatch):
 
 
 def test_retraining_reads_the_messages_of_labelled_predictions_only(tmp_path, monkeypatch):
-    import json
-
     from spam_assets.lib.monitoring import labelled_examples
     from spam_serving.parsing import ParsedMessage
 
@@ -166,7 +164,7 @@ def test_retraining_reads_the_messages_of_labelled_predictions_only(tmp_path, mo
             {
                 **_row(i, now),
                 "model_version": "1",
-                "message": json.dumps(msg.to_record(), default=str),
+                "message": logged_message(msg),
             }
         )
     writer.close()
