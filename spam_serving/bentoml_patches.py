@@ -1,4 +1,6 @@
-"""Three changes to BentoML 1.4's HTTP stack, applied when the service module is imported.
+"""Three changes to BentoML 1.4's HTTP stack, applied when the service module is imported
+(in each worker all three; in BentoML's arbiter only the socket half of the third, see
+:func:`install`).
 
 ``TimeoutMiddleware`` (``traffic.timeout``) schedules ``loop.call_later(timeout, ...)`` for
 every request and never cancels it. The timer handle holds the request's ``contextvars``
@@ -39,21 +41,21 @@ this way, so either half alone changes nothing.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from typing import TYPE_CHECKING, Any
 
-import uvicorn
 from bentoml._internal.context import server_context
 from bentoml._internal.server.http import traffic
-from opentelemetry.instrumentation import asgi as otel_asgi
 from starlette.responses import JSONResponse
 
 if TYPE_CHECKING:
+    import uvicorn
     from circus.sockets import CircusSocket
 
 _ORIGINAL = traffic.TimeoutMiddleware
-_ORIGINAL_OTEL = otel_asgi.OpenTelemetryMiddleware
-_ORIGINAL_STARTUP = uvicorn.Server.startup
+_ORIGINAL_STARTUP: Any = None
+"""uvicorn's own ``Server.startup``, kept on first install in a worker."""
 _ORIGINAL_BIND: Any = None
 """circus' own ``CircusSocket.bind_and_listen``, kept on first install outside a worker."""
 API_SOCKET_NAME = "_bento_api_server"
@@ -90,14 +92,32 @@ class CancellingTimeoutMiddleware(_ORIGINAL):
             timer.cancel()
 
 
-class ServerSpanOnlyMiddleware(_ORIGINAL_OTEL):
+def original_otel_middleware() -> type:
+    """OpenTelemetry's own ASGI middleware class (as first imported here)."""
+    return _otel_classes()[0]
+
+
+def server_span_only_middleware() -> type:
     """OpenTelemetry's ASGI middleware with ``exclude_spans=["receive", "send"]`` by default:
     one server span per request, no span per ASGI message."""
+    return _otel_classes()[1]
 
-    def __init__(self, app: Any, *args: Any, exclude_spans: list | None = None, **kw: Any):
-        if exclude_spans is None:
-            exclude_spans = ["receive", "send"]
-        super().__init__(app, *args, exclude_spans=exclude_spans, **kw)
+
+@functools.cache
+def _otel_classes() -> tuple[type, type]:
+    """Built on first use, not at import: importing OpenTelemetry's ASGI middleware costs
+    ~0.2 s of CPU, which BentoML's arbiter (it imports the service module too) does not need."""
+    from opentelemetry.instrumentation import asgi as otel_asgi
+
+    original = otel_asgi.OpenTelemetryMiddleware
+
+    class ServerSpanOnlyMiddleware(original):
+        def __init__(self, app: Any, *args: Any, exclude_spans: list | None = None, **kw: Any):
+            if exclude_spans is None:
+                exclude_spans = ["receive", "send"]
+            super().__init__(app, *args, exclude_spans=exclude_spans, **kw)
+
+    return original, ServerSpanOnlyMiddleware
 
 
 def _bind_reserved(self: CircusSocket) -> None:
@@ -142,29 +162,45 @@ async def _startup_on_own_sockets(self: uvicorn.Server, sockets: list | None = N
 
 
 def install(trace_asgi_messages: bool = False, reuse_port: bool = True) -> None:
+    """What each process of ``bentoml serve`` needs (idempotent). In a worker (BentoML sets
+    its ``worker_index`` before it loads the service): :func:`install_app_patches`. Anywhere
+    else, which is BentoML's arbiter when this runs at the service module's import: only the
+    socket binding, without importing what the app patches need (uvicorn, OpenTelemetry: ~0.25
+    s of CPU before the arbiter spawns any worker, measured). A script or test that builds the
+    service's ASGI app in its own process calls :func:`install_app_patches` itself."""
+    reuse = reuse_port and hasattr(socket, "SO_REUSEPORT")
+    if server_context.worker_index is None:
+        _install_bind(reuse)
+    else:
+        install_app_patches(trace_asgi_messages, reuse)
+
+
+def install_app_patches(trace_asgi_messages: bool = False, reuse_port: bool = True) -> None:
     """Make BentoML build its apps with :class:`CancellingTimeoutMiddleware` and, unless
-    ``trace_asgi_messages``, :class:`ServerSpanOnlyMiddleware`; with ``reuse_port``, give
-    each worker its own listening socket (idempotent)."""
+    ``trace_asgi_messages``, :func:`server_span_only_middleware`; with ``reuse_port``, make
+    uvicorn serve each worker's own listening socket (idempotent)."""
+    import uvicorn
+    from opentelemetry.instrumentation import asgi as otel_asgi
+
+    global _ORIGINAL_STARTUP
+    original_otel, span_only = _otel_classes()
+    if _ORIGINAL_STARTUP is None:
+        _ORIGINAL_STARTUP = uvicorn.Server.startup
     if traffic.TimeoutMiddleware not in (_ORIGINAL, CancellingTimeoutMiddleware):
         raise RuntimeError("bentoml's TimeoutMiddleware was replaced by someone else")
-    if otel_asgi.OpenTelemetryMiddleware not in (_ORIGINAL_OTEL, ServerSpanOnlyMiddleware):
+    if otel_asgi.OpenTelemetryMiddleware not in (original_otel, span_only):
         raise RuntimeError("OpenTelemetry's ASGI middleware was replaced by someone else")
     if uvicorn.Server.startup not in (_ORIGINAL_STARTUP, _startup_on_own_sockets):
         raise RuntimeError("uvicorn's Server.startup was replaced by someone else")
     traffic.TimeoutMiddleware = CancellingTimeoutMiddleware
-    otel_asgi.OpenTelemetryMiddleware = (
-        _ORIGINAL_OTEL if trace_asgi_messages else ServerSpanOnlyMiddleware
-    )
+    otel_asgi.OpenTelemetryMiddleware = original_otel if trace_asgi_messages else span_only
     reuse = reuse_port and hasattr(socket, "SO_REUSEPORT")
-    if server_context.worker_index is None:  # not a worker: the arbiter, a test, a script
-        _install_bind(reuse)
     uvicorn.Server.startup = _startup_on_own_sockets if reuse else _ORIGINAL_STARTUP
 
 
 def _install_bind(reuse: bool) -> None:
-    """Patch circus' socket binding. Workers skip this: BentoML sets their ``worker_index``
-    before it loads the service, they never bind, and importing circus would cost each of
-    them ~0.2 s of start-up (measured)."""
+    """Patch circus' socket binding. Workers skip this: they never bind, and importing circus
+    would cost each of them ~0.2 s of start-up (measured)."""
     from circus.sockets import CircusSocket
 
     global _ORIGINAL_BIND

@@ -3,70 +3,34 @@
 Run it with ``bentoml serve spam_serving.service:SpamClassifier`` (``make serve``) or through
 the ``local_deployment`` asset. It serves the bundle that the alias file maps to ``champion``
 (``X-Environment: production``, the default) and ``challenger`` (``staging``); see
-``live_models`` for batching and hot reload, ``gateway`` for auth and request limits, and
-``inference_log`` for the prediction log that monitoring reads.
+``predictor`` for what answers a request, ``live_models`` for batching and hot reload,
+``gateway`` for auth and request limits, and ``inference_log`` for the prediction log that
+monitoring reads.
+
+This module is only the service's definition (routes, IO schemas, worker and traffic settings,
+middleware), and imports nothing heavier: BentoML's arbiter imports it too, before it spawns
+any worker, so whatever it imports is paid once more on every cold start. The model path
+(numpy, pyarrow, ONNX Runtime, the Feast client) is imported when a worker constructs the
+service.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import logging
-import random
-import time
-import uuid
-from collections import Counter
-from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anyio
 import bentoml
-import numpy as np
-from pydantic import ValidationError
-from starlette.responses import JSONResponse
 
-from spam_serving import bentoml_patches, heap, metrics
-from spam_serving.feature_store import OnlineReputation
-from spam_serving.featurize import NUMERIC_FEATURES
-from spam_serving.gateway import CANARY_ENV, ENVIRONMENTS, GatewayMiddleware, load_api_keys
-from spam_serving.inference_log import FEEDBACK, PREDICTIONS, ParquetLogWriter, logged_message
-from spam_serving.live_models import LiveModel, ModelRouter, Overloaded
-from spam_serving.parsing import ParsedMessage
+from spam_serving import bentoml_patches
+from spam_serving.gateway import GatewayMiddleware, load_api_keys
 from spam_serving.schemas import BatchIn, FeedbackIn, MessageIn
 from spam_serving.settings import get_settings
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from spam_serving.predictor import Predictor
+
 SETTINGS = get_settings()
 # before BentoML binds its socket and builds the app
 bentoml_patches.install(SETTINGS.trace_asgi_messages, SETTINGS.serve_reuse_port)
-ASYNC_CHUNK = 100
-#: The featurizer's structural block (its first columns): what drift monitoring reads.
-LOG_NUMERIC_COLUMNS = tuple("num_" + n for n in NUMERIC_FEATURES)
-N_NUMERIC = len(NUMERIC_FEATURES)
-
-
-def _draw(ctx: bentoml.Context) -> float:
-    """Where a request falls in [0, 1) for the canary split. With ``X-Routing-Key`` (a
-    mailbox or tenant id) the same key always lands on the same side, so one user sees one
-    model and a replay splits the same way twice; without it, a fresh random draw."""
-    key = ctx.request.headers.get("x-routing-key")
-    if not key:
-        return random.random()
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64
-
-
-def _json(ctx: bentoml.Context, body: dict, status: int = 200) -> JSONResponse:
-    """Our own JSON response: BentoML would otherwise rebuild the output type's JSON schema
-    on every response (measured: ~16% of a worker's CPU under load). The status also goes
-    through ``ctx`` because BentoML applies ``ctx.response.status_code`` last."""
-    ctx.response.status_code = status
-    return JSONResponse(body, status_code=status)
-
-
-def _fail(ctx: bentoml.Context, status: int, reason: str) -> JSONResponse:
-    return _json(ctx, {"error": reason}, status)
 
 
 @bentoml.service(
@@ -79,98 +43,34 @@ class SpamClassifier:
     """Spam classifier over the ONNX bundle of the model each alias points to."""
 
     def __init__(self) -> None:
-        s = self.settings = SETTINGS
-        self.router = ModelRouter(
-            alias_file=s.alias_file,
-            fallback_tag=s.serve_model_tag,
-            max_latency_ms=s.batch_max_latency_ms,
-            max_batch_size=s.batch_max_size,
-            poll_interval_s=s.model_poll_interval_s,
-            batching=s.adaptive_batching,
-            after_retire=self._refreeze_heap if s.gc_freeze else None,
-        )
-        self.router.refresh()
-        self.logs = {
-            stream: ParquetLogWriter(
-                s.inference_log_dir,
-                stream,
-                flush_rows=s.log_flush_rows,
-                flush_s=s.log_flush_s,
-                max_queue=s.log_queue_size,
-            )
-            for stream in (PREDICTIONS, FEEDBACK)
-        }
-        self.reputation = OnlineReputation(s)
-        self._watcher: asyncio.Task | None = None
-        self._warmer: asyncio.Task | None = None
-        self._freezer: asyncio.Task | None = None
+        from spam_serving.predictor import Predictor  # the model path: workers only
+
+        self.predictor: Predictor = Predictor(SETTINGS)
 
     def __is_ready__(self) -> bool:
         """Ready only when both aliases have a loaded model (and, for a model that uses sender
         reputation, the feature store warm-up has finished, answering or not)."""
-        return self.router.ready and self._reputation_settled()
+        return self.predictor.ready()
 
     @bentoml.on_startup
-    async def _start_watching(self) -> None:
-        if self.settings.gc_freeze:
-            self._freezer = asyncio.get_running_loop().create_task(self._freeze_heap())
-        self._watcher = asyncio.get_running_loop().create_task(self.router.watch())
-        if self._needs_reputation():  # Feast loads off the loop; readiness waits for it
-            self._warmer = asyncio.get_running_loop().create_task(self.reputation.warm_up())
-
-    async def _freeze_heap(self, budget_s: float = 60.0) -> None:
-        """Freeze the start-up heap (see ``heap``) once the log writers' warm-up (it imports
-        pandas) and, for a model with reputation features, the Feast warm-up are done, so
-        what they import is frozen too."""
-        deadline = time.monotonic() + budget_s
-        while time.monotonic() < deadline and not (
-            all(w.warmed_up.is_set() for w in self.logs.values()) and self._reputation_settled()
-        ):
-            await asyncio.sleep(0.05)
-        metrics.GC_FROZEN.set(heap.freeze())
-
-    def _refreeze_heap(self) -> None:
-        """A hot reload retired a model that was frozen with the heap: thaw, collect it,
-        freeze again (one full collection per model swap)."""
-        metrics.GC_FROZEN.set(heap.refreeze())
-
-    def _needs_reputation(self) -> bool:
-        return any(m.bundle.featurizer.config.reputation for m in self.router.models.values())
-
-    def _reputation_settled(self) -> bool:
-        """The feature store warm-up has finished (answering or not), or no model needs it."""
-        return self.reputation.started or not self._needs_reputation()
+    async def _start(self) -> None:
+        await self.predictor.start()
 
     @bentoml.on_shutdown
     def _flush_logs(self) -> None:
-        for writer in self.logs.values():
-            writer.close()
+        self.predictor.close()
 
-    # ------------------------------------------------------------------ endpoints
     @bentoml.api(route="/predict", input_spec=MessageIn)
     async def predict(
         self, ctx: bentoml.Context, **message: Any
     ) -> dict:  # returns JSONResponse; the annotation is the docs' schema
         """One message (JSON fields, ``raw``/``raw_base64``, or a message/rfc822 body)."""
-        msg = MessageIn.model_construct(**message)
-        return await self._answer(ctx, [msg], "predict", lambda env, live, results: results[0])
+        return await self.predictor.predict(ctx, MessageIn.model_construct(**message))
 
     @bentoml.api(route="/predict_batch", input_spec=BatchIn)
     async def predict_batch(self, ctx: bentoml.Context, messages: list[MessageIn]) -> dict:
         """Up to ``predict_batch_limit`` messages, answered together."""
-        limit = self.settings.predict_batch_limit
-        if len(messages) > limit:
-            return _fail(ctx, 422, f"{len(messages)} messages; at most {limit} per /predict_batch")
-        return await self._answer(
-            ctx,
-            messages,
-            "predict_batch",
-            lambda env, live, results: {
-                "model_version": live.version,
-                "environment": env,
-                "predictions": results,
-            },
-        )
+        return await self.predictor.predict_batch(ctx, messages)
 
     @bentoml.task(route="/predict_async")
     async def predict_async(self, ctx: bentoml.Context, messages: list[Any]) -> dict:
@@ -179,245 +79,14 @@ class SpamClassifier:
         Each message is validated and scored on its own, so one bad message is reported in its
         result slot and the rest of the job still completes.
         """
-        limit = self.settings.async_batch_limit
-        if len(messages) > limit:
-            return _fail(ctx, 422, f"{len(messages)} messages; at most {limit} per async job")
-        env, live = self._route(ctx)
-        if live is None:
-            return self._not_ready(ctx)
-        results: list[dict] = []
-        for start in range(0, len(messages), ASYNC_CHUNK):
-            chunk = messages[start : start + ASYNC_CHUNK]
-            valid: list[tuple[int, MessageIn]] = []
-            for i, item in enumerate(chunk, start=start):
-                try:
-                    valid.append((i, MessageIn.model_validate(item)))
-                except ValidationError as exc:
-                    reason = "; ".join(
-                        f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['msg']}"
-                        for e in exc.errors(include_input=False, include_url=False)
-                    )
-                    results.append({"index": i, "error": reason})
-            if not valid:
-                continue
-            while True:
-                try:
-                    scored = await self._predict(
-                        live, env, [m for _, m in valid], "predict_async", inline=False
-                    )
-                    break
-                except Overloaded:  # a background job waits instead of failing
-                    await asyncio.sleep(0.05)
-            results.extend({"index": i, **r} for (i, _), r in zip(valid, scored, strict=True))
-        results.sort(key=lambda r: r["index"])
-        failed = sum("error" in r for r in results)
-        return _json(
-            ctx,
-            {
-                "model_version": live.version,
-                "environment": env,
-                "n_messages": len(messages),
-                "n_failed": failed,
-                "results": results,
-            },
-        )
+        return await self.predictor.predict_async(ctx, messages)
 
     @bentoml.api(route="/feedback", input_spec=FeedbackIn)
     async def feedback(
         self, ctx: bentoml.Context, prediction_id: str, label: str, comment: str | None = None
     ) -> dict:
         """Record the true label of a prediction for monitoring and retraining."""
-        env = ctx.request.state.environment
-        record = {
-            "ts": datetime.now(UTC),
-            "prediction_id": prediction_id,
-            "label": label,
-            "comment": comment,
-            "environment": env,
-        }
-        if not self.logs[FEEDBACK].append(record):
-            metrics.LOG_DROPPED.labels(FEEDBACK).inc()
-            return _fail(ctx, 503, "feedback queue full; retry later")
-        metrics.FEEDBACK.labels(label).inc()
-        return _json(ctx, {"status": "recorded", "prediction_id": prediction_id, "label": label})
-
-    # ------------------------------------------------------------------ internals
-    async def _answer(
-        self,
-        ctx: bentoml.Context,
-        messages: list[MessageIn],
-        endpoint: str,
-        body: Callable[[str, LiveModel, list[dict]], dict],
-    ) -> JSONResponse:
-        """Route, score and answer; 503 when no model is loaded or the queue is over budget.
-        One message is scored on the event loop (cheapest); batches off it."""
-        env, live = self._route(ctx)
-        if live is None:
-            return self._not_ready(ctx)
-        inline = len(messages) == 1
-        try:
-            results = await self._predict(live, env, messages, endpoint, inline)
-        except Overloaded as exc:
-            return _fail(ctx, 503, str(exc))
-        except Exception:
-            if env != CANARY_ENV:
-                raise
-            # a failing canary must not fail the request: the champion answers, and the
-            # fallback is logged so the canary controller sees the challenger's error rate
-            logger.exception("canary model v%s failed; champion answers", live.version)
-            metrics.ERRORS.labels("canary_failure").inc()
-            failed, env, live = live.version, "production", self.router.models["champion"]
-            try:
-                results = await self._predict(live, env, messages, endpoint, inline, failed)
-            except Overloaded as exc:
-                return _fail(ctx, 503, str(exc))
-        return _json(ctx, body(env, live, results))
-
-    def _route(self, ctx: bentoml.Context) -> tuple[str, LiveModel | None]:
-        """Environment -> alias -> model; a ``canary_fraction`` of production requests goes
-        to the challenger when it differs from the champion (sticky per ``X-Routing-Key``)."""
-        env = ctx.request.state.environment
-        live = self.router.models.get(ENVIRONMENTS[env])
-        fraction = self.router.canary_fraction
-        if fraction is None:
-            fraction = self.settings.canary_fraction
-        if env == "production" and fraction > 0 and _draw(ctx) < fraction:
-            challenger = self.router.models.get("challenger")
-            if challenger is not None and live is not None and challenger.entry != live.entry:
-                return CANARY_ENV, challenger
-        return env, live
-
-    def _not_ready(self, ctx: bentoml.Context) -> JSONResponse:
-        reason = "model not loaded yet"
-        if self.router.last_error:
-            reason += f" ({self.router.last_error})"
-        return _fail(ctx, 503, reason)
-
-    async def _predict(
-        self,
-        live: LiveModel,
-        env: str,
-        messages: list[MessageIn],
-        endpoint: str,
-        inline: bool,
-        fallback_from: str | None = None,
-    ) -> list[dict]:
-        start = time.perf_counter()
-        parsed, x, degraded = await self._featurize(live, messages, inline)
-        scores = await live.score(x)
-        explain_rows = [i for i, m in enumerate(messages) if m.explain]
-        tops = live.explain(x[explain_rows], self.settings.explain_top_k) if explain_rows else []
-        top_by_row = dict(zip(explain_rows, tops, strict=True))
-        latency = time.perf_counter() - start
-        threshold = live.threshold
-        now = datetime.now(UTC)
-        results = []
-        labels: Counter[str] = Counter()
-        for i, (msg, score) in enumerate(zip(parsed, scores, strict=True)):
-            label = "spam" if score >= threshold else "ham"
-            pid = uuid.uuid4().hex
-            result = {
-                "prediction_id": pid,
-                "label": label,
-                "spam_probability": float(score),
-                "threshold": threshold,
-                "model_version": live.version,
-                "environment": env,
-                "top_features": top_by_row.get(i, []),
-            }
-            if msg.parse_error:
-                result["parse_warning"] = msg.parse_error
-            if degraded:
-                result["degraded"] = True
-                result["degraded_reason"] = (
-                    f"sender reputation unavailable ({degraded}); message-only features used"
-                )
-            results.append(result)
-            labels[label] += 1
-            metrics.SPAM_PROBABILITY.labels(live.version).observe(float(score))
-            self._log(
-                now,
-                pid,
-                endpoint,
-                env,
-                live,
-                msg,
-                x[i],
-                float(score),
-                label,
-                latency,
-                fallback_from,
-                degraded,
-            )
-        for label, n in labels.items():
-            metrics.PREDICTIONS.labels(label, live.version, env).inc(n)
-        metrics.LATENCY.labels(endpoint, live.version).observe(latency)
-        return results
-
-    def _log(
-        self,
-        now: datetime,
-        pid: str,
-        endpoint: str,
-        env: str,
-        live: LiveModel,
-        msg: ParsedMessage,
-        row: np.ndarray,
-        score: float,
-        label: str,
-        latency: float,
-        fallback_from: str | None,
-        degraded: str | None,
-    ) -> None:
-        record = {
-            "ts": now,
-            "prediction_id": pid,
-            "endpoint": endpoint,
-            "environment": env,
-            "model_version": live.version,
-            "score": score,
-            "label": label,
-            "threshold": live.threshold,
-            "latency_ms": latency * 1000.0,
-            "parse_error": msg.parse_error,
-            "sender_domain": msg.sender_domain,
-            "fallback_from": fallback_from,
-            "degraded": degraded,
-            **dict(zip(LOG_NUMERIC_COLUMNS, row[:N_NUMERIC].tolist(), strict=True)),
-        }
-        if self.settings.log_messages:
-            record["message"] = logged_message(msg)
-        if not self.logs[PREDICTIONS].append(record):
-            metrics.LOG_DROPPED.labels(PREDICTIONS).inc()
-
-    async def _featurize(
-        self, live: LiveModel, messages: list[MessageIn], inline: bool
-    ) -> tuple[list[ParsedMessage], np.ndarray, str | None]:
-        """Parse and featurize (off the event loop unless ``inline``); a model trained with
-        sender reputation gets it in one online-store round trip for the whole batch, or the
-        unknown-sender values and the reason when the store is slow or down."""
-        featurizer = live.bundle.featurizer
-        if not featurizer.config.reputation:
-            if inline:
-                return *_parse_transform(featurizer, messages), None
-            return *await anyio.to_thread.run_sync(_parse_transform, featurizer, messages), None
-        parsed = _parse(messages) if inline else await anyio.to_thread.run_sync(_parse, messages)
-        reputation, degraded = await self.reputation.lookup(parsed)
-        if degraded:
-            metrics.DEGRADED.labels(degraded).inc(len(parsed))
-        if inline:
-            return parsed, featurizer.transform(parsed, reputation), degraded
-        x = await anyio.to_thread.run_sync(featurizer.transform, parsed, reputation)
-        return parsed, x, degraded
-
-
-def _parse(messages: list[MessageIn]) -> list[ParsedMessage]:
-    return [m.parse() for m in messages]
-
-
-def _parse_transform(featurizer, messages: list[MessageIn]) -> tuple[list[ParsedMessage], Any]:
-    parsed = _parse(messages)
-    return parsed, featurizer.transform(parsed)
+        return await self.predictor.feedback(ctx, prediction_id, label, comment)
 
 
 SpamClassifier.add_asgi_middleware(

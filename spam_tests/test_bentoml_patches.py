@@ -92,7 +92,7 @@ def test_a_slow_request_still_gets_a_504_with_a_json_reason():
 
 
 def test_bentoml_builds_its_apps_with_the_patched_class():
-    import spam_serving.service  # noqa: F401  (installs the patch, as `bentoml serve` does)
+    bentoml_patches.install_app_patches()  # what a worker's import of the service does
 
     assert traffic.TimeoutMiddleware is CancellingTimeoutMiddleware
 
@@ -101,7 +101,7 @@ def test_bentoml_builds_its_apps_with_the_patched_class():
 
     factory = Factory(timeout=30, max_concurrency=None)
     assert [m.cls for m in factory.middlewares] == [CancellingTimeoutMiddleware]
-    bentoml_patches.install()  # idempotent
+    bentoml_patches.install_app_patches()  # idempotent
 
 
 def test_bentoml_imports_the_otel_middleware_when_it_builds_the_app():
@@ -112,9 +112,9 @@ def test_bentoml_imports_the_otel_middleware_when_it_builds_the_app():
     import _bentoml_impl.server.app as bento_app
     from opentelemetry.instrumentation import asgi as otel_asgi
 
-    import spam_serving.service  # noqa: F401
+    bentoml_patches.install_app_patches()
 
-    assert otel_asgi.OpenTelemetryMiddleware is bentoml_patches.ServerSpanOnlyMiddleware
+    assert otel_asgi.OpenTelemetryMiddleware is bentoml_patches.server_span_only_middleware()
     assert not hasattr(bento_app, "OpenTelemetryMiddleware")
     source = inspect.getsource(bento_app.ServiceAppFactory)
     assert "from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware" in source
@@ -123,7 +123,7 @@ def test_bentoml_imports_the_otel_middleware_when_it_builds_the_app():
 def test_install_refuses_to_replace_someone_elses_middleware(monkeypatch):
     monkeypatch.setattr(traffic, "TimeoutMiddleware", type("Other", (), {}))
     with pytest.raises(RuntimeError, match="replaced by someone else"):
-        bentoml_patches.install()
+        bentoml_patches.install_app_patches()
 
 
 def _spans_for_one_request(middleware_cls) -> list[str]:
@@ -168,13 +168,13 @@ def _spans_for_one_request(middleware_cls) -> list[str]:
 
 
 def test_one_server_span_per_request_without_per_message_spans():
-    spans = _spans_for_one_request(bentoml_patches.ServerSpanOnlyMiddleware)
+    spans = _spans_for_one_request(bentoml_patches.server_span_only_middleware())
     assert spans == ["POST /predict"]
 
 
 def test_opentelemetry_default_records_a_span_per_asgi_message():
     """What the default costs: the child spans the patch leaves out."""
-    spans = _spans_for_one_request(bentoml_patches._ORIGINAL_OTEL)
+    spans = _spans_for_one_request(bentoml_patches.original_otel_middleware())
     assert "POST /predict" in spans and len(spans) >= 3
     assert any(name.endswith("http send") for name in spans)
 
@@ -183,12 +183,12 @@ def test_trace_asgi_messages_setting_restores_opentelemetrys_class():
     from opentelemetry.instrumentation import asgi as otel_asgi
 
     try:
-        bentoml_patches.install(trace_asgi_messages=True)
-        assert otel_asgi.OpenTelemetryMiddleware is bentoml_patches._ORIGINAL_OTEL
-        bentoml_patches.install()
-        assert otel_asgi.OpenTelemetryMiddleware is bentoml_patches.ServerSpanOnlyMiddleware
+        bentoml_patches.install_app_patches(trace_asgi_messages=True)
+        assert otel_asgi.OpenTelemetryMiddleware is bentoml_patches.original_otel_middleware()
+        bentoml_patches.install_app_patches()
+        assert otel_asgi.OpenTelemetryMiddleware is bentoml_patches.server_span_only_middleware()
     finally:
-        bentoml_patches.install()
+        bentoml_patches.install_app_patches()
 
 
 def _reserved_socket() -> CircusSocket:
@@ -244,20 +244,25 @@ def test_each_worker_gets_its_own_listener_on_the_reserved_port():
 
 def test_install_switches_the_socket_patches_with_the_setting():
     bentoml_patches.install()
+    bentoml_patches.install_app_patches()
     try:
         bentoml_patches.install(reuse_port=False)
+        bentoml_patches.install_app_patches(reuse_port=False)
         assert CircusSocket.bind_and_listen is bentoml_patches._ORIGINAL_BIND
         assert uvicorn.Server.startup is bentoml_patches._ORIGINAL_STARTUP
         bentoml_patches.install(reuse_port=True)
+        bentoml_patches.install_app_patches(reuse_port=True)
         assert CircusSocket.bind_and_listen is bentoml_patches._bind_reserved
         assert uvicorn.Server.startup is bentoml_patches._startup_on_own_sockets
     finally:
         bentoml_patches.install()
+        bentoml_patches.install_app_patches()
 
 
 def test_workers_leave_circus_alone():
     """In a worker (BentoML sets ``worker_index`` before loading the service) install patches
-    only uvicorn: workers never bind, and importing circus cost each ~0.2 s of start-up."""
+    the app and uvicorn, not circus: workers never bind, and importing circus cost each ~0.2 s
+    of start-up."""
     import subprocess
     import sys
 
@@ -274,3 +279,40 @@ def test_workers_leave_circus_alone():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False"
+
+
+def test_the_arbiter_imports_the_service_without_the_model_path_or_the_app_stack():
+    """BentoML's arbiter imports the service module (not as a worker) before it spawns any
+    worker: it gets the socket patch, and neither the model path (numpy, pyarrow, ONNX
+    Runtime) nor what only workers need (uvicorn, OpenTelemetry's ASGI middleware), which
+    cost ~0.5 s of every cold start (measured); a worker gets all of it."""
+    import subprocess
+    import sys
+
+    heavy = ["numpy", "pyarrow", "onnxruntime", "uvicorn", "opentelemetry.instrumentation.asgi"]
+    code = (
+        "import sys\n"
+        "import spam_serving.service\n"
+        "from circus.sockets import CircusSocket\n"
+        "from spam_serving import bentoml_patches\n"
+        "assert CircusSocket.bind_and_listen is bentoml_patches._bind_reserved\n"
+        f"print([m for m in {heavy!r} if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+
+    worker = (
+        "from bentoml._internal.context import server_context\n"
+        "server_context.worker_index = 1\n"
+        "import uvicorn\n"
+        "from spam_serving import bentoml_patches\n"
+        "from spam_serving.service import SpamClassifier\n"
+        "assert uvicorn.Server.startup is bentoml_patches._startup_on_own_sockets\n"
+        "print(sorted(SpamClassifier.apis))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", worker], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "predict" in out.stdout and "feedback" in out.stdout
