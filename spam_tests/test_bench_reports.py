@@ -82,6 +82,15 @@ def test_the_median_round_stands_for_the_server_with_every_round_kept():
     assert "| fastapi+sklearn | 100 | 100 | 10 | 10.0 |" in text  # a single round reads as one
 
 
+def test_cold_start_is_the_median_of_its_starts_with_every_start_listed():
+    from benchmarks.serving import cold_start_cell, median_cold_start
+
+    server = {"rss_mb": 270.0, "workers": 2, **median_cold_start([6.2, 4.6, 4.9])}
+    assert server["cold_start_s"] == 4.9 and server["cold_starts_s"] == [6.2, 4.6, 4.9]
+    assert cold_start_cell(server) == "4.9 (median of 6.2 / 4.6 / 4.9)"
+    assert cold_start_cell({"cold_start_s": 5.04}) == "5.0"  # one start reads as one
+
+
 class _Handler(BaseHTTPRequestHandler):
     """Keep-alive HTTP/1.1: 200 for good bodies, 422 for ``bad``, and ``close`` answers with
     ``Connection: close`` (the client must reconnect, not count an error)."""
