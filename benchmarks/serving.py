@@ -132,13 +132,19 @@ def train_baseline(path: Path, texts: list[str], labels: np.ndarray) -> float:
     return time.perf_counter() - start
 
 
-def bento_cold_start(name: str, env: dict, home: Path, log: Path) -> float:
-    """Seconds from spawning the Bento server ``name`` (a spare port, a BentoML home of its
-    own) to ``/readyz`` answering 200; the server is stopped again before this returns."""
+def start_bento(name: str, port: int, env: dict, home: Path, log: Path) -> ServerProcess:
+    """Spawn the Bento server ``name`` on ``port`` with a BentoML home of its own (BentoML
+    keeps one task store, SQLite, per home)."""
     service, settings = BENTO_VARIANTS[name]
-    own = {**env, "BENTOML_HOME": str(home / "bentoml" / f"cold-{COLD_PORT}"), **settings}
+    own = {**env, "BENTOML_HOME": str(home / "bentoml" / str(port)), **settings}
+    return start_server(service, "127.0.0.1", port, own, log, cwd=PROJECT_ROOT)
+
+
+def bento_cold_start(name: str, env: dict, home: Path, log: Path) -> float:
+    """Seconds from spawning the Bento server ``name`` (on a spare port) to ``/readyz``
+    answering 200; the server is stopped again before this returns."""
     spawn = time.perf_counter()
-    server = start_server(service, "127.0.0.1", COLD_PORT, own, log, cwd=PROJECT_ROOT)
+    server = start_bento(name, COLD_PORT, env, home, log)
     try:
         wait_ready(server, 120)
         return time.perf_counter() - spawn
@@ -359,12 +365,7 @@ def main() -> None:
         for name in PORTS:  # one at a time, so each cold start has the machine to itself
             spawn = time.perf_counter()
             if name in BENTO_VARIANTS:
-                service, settings = BENTO_VARIANTS[name]
-                # its own BENTOML_HOME: BentoML keeps one task store (SQLite) per home
-                own = {**env, "BENTOML_HOME": str(home / "bentoml" / str(PORTS[name])), **settings}
-                server = start_server(
-                    service, "127.0.0.1", PORTS[name], own, work / "bento.log", cwd=PROJECT_ROOT
-                )
+                server = start_bento(name, PORTS[name], env, home, work / "bento.log")
                 running[name] = server
                 wait_ready(server, 120)
             else:

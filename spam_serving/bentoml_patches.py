@@ -168,11 +168,10 @@ def install(trace_asgi_messages: bool = False, reuse_port: bool = True) -> None:
     socket binding, without importing what the app patches need (uvicorn, OpenTelemetry: ~0.25
     s of CPU before the arbiter spawns any worker, measured). A script or test that builds the
     service's ASGI app in its own process calls :func:`install_app_patches` itself."""
-    reuse = reuse_port and hasattr(socket, "SO_REUSEPORT")
     if server_context.worker_index is None:
-        _install_bind(reuse)
+        _install_bind(reuse_port and hasattr(socket, "SO_REUSEPORT"))
     else:
-        install_app_patches(trace_asgi_messages, reuse)
+        install_app_patches(trace_asgi_messages, reuse_port)
 
 
 def install_app_patches(trace_asgi_messages: bool = False, reuse_port: bool = True) -> None:

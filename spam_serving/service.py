@@ -48,8 +48,7 @@ class SpamClassifier:
         self.predictor: Predictor = Predictor(SETTINGS)
 
     def __is_ready__(self) -> bool:
-        """Ready only when both aliases have a loaded model (and, for a model that uses sender
-        reputation, the feature store warm-up has finished, answering or not)."""
+        """BentoML's readiness probe (``/readyz``): see :meth:`Predictor.ready`."""
         return self.predictor.ready()
 
     @bentoml.on_startup
