@@ -24,6 +24,7 @@ import numpy as np
 from bentoml._internal.marshal.dispatcher import CorkDispatcher
 
 from spam_serving import metrics
+from spam_serving.batch_work import ChunkModel, ModelKey
 from spam_serving.model_bundle import ModelBundle
 from spam_serving.model_store import bundle_dir_for, read_aliases, read_canary
 
@@ -50,12 +51,22 @@ class LiveModel:
     max_latency_ms: int
     max_batch_size: int
     batching: bool = True
-    feature_names: list[str] = field(init=False)
+    chunk_model: ChunkModel = field(init=False)
+    #: how a batch helper finds this model (see ``batch_work.ModelKey``)
+    key: ModelKey = field(init=False)
     _score: object = field(init=False, repr=False)
     _dispatcher: CorkDispatcher = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.feature_names = self.bundle.featurizer.feature_names
+        bundle = self.bundle
+        self.chunk_model = ChunkModel(
+            bundle.featurizer, bundle.explainer, bundle.featurizer.feature_names
+        )
+        self.key = (
+            str(bundle.path),
+            bundle.meta["featurizer_hash"],
+            bundle.meta.get("explainer_sha256"),
+        )
         self._dispatcher = dispatcher = CorkDispatcher(
             max_latency_in_ms=self.max_latency_ms,
             max_batch_size=self.max_batch_size,
@@ -86,11 +97,6 @@ class LiveModel:
     def close(self) -> None:
         """Stop the batching loop (called well after the model was swapped out)."""
         self._dispatcher.shutdown()
-
-    def explain(self, x: np.ndarray, k: int) -> list[list[dict]]:
-        if self.bundle.explainer is None or k <= 0:
-            return [[] for _ in range(x.shape[0])]
-        return self.bundle.explainer.top_features(x, self.feature_names, k)
 
 
 class ModelRouter:

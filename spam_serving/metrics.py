@@ -50,3 +50,12 @@ GC_FROZEN = Gauge(
     "Objects a worker moved out of garbage collection after start-up (gc.freeze()).",
     multiprocess_mode="liveall",
 )
+BATCH_HELPERS_UP = Gauge(
+    "spam_batch_helpers_up",
+    "Batch helper processes ready to take part of a large batch (see batch_helpers).",
+    multiprocess_mode="livesum",
+)
+BATCH_HELPER_MESSAGES = Counter(
+    "spam_batch_helper_messages",
+    "Messages of large batches parsed and featurized by a worker's helper processes.",
+)

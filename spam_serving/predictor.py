@@ -28,6 +28,8 @@ from pydantic import ValidationError
 from starlette.responses import JSONResponse
 
 from spam_serving import heap, metrics
+from spam_serving.batch_helpers import BatchHelpers
+from spam_serving.batch_work import ModelKey, explain, featurize_chunk
 from spam_serving.feature_store import OnlineReputation
 from spam_serving.featurize import NUMERIC_FEATURES
 from spam_serving.gateway import CANARY_ENV, ENVIRONMENTS
@@ -94,6 +96,8 @@ class Predictor:
             for stream in (PREDICTIONS, FEEDBACK)
         }
         self.reputation = OnlineReputation(s)
+        self.helpers = BatchHelpers(s.batch_helpers, s.batch_split_min)
+        self._helpers_task: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
         self._warmer: asyncio.Task | None = None
         self._freezer: asyncio.Task | None = None
@@ -110,6 +114,10 @@ class Predictor:
         self._watcher = asyncio.get_running_loop().create_task(self.router.watch())
         if self._needs_reputation():  # Feast loads off the loop; readiness waits for it
             self._warmer = asyncio.get_running_loop().create_task(self.reputation.warm_up())
+        # after readiness: helpers must not slow the start-up of this worker or its siblings
+        self._helpers_task = asyncio.get_running_loop().create_task(
+            self.helpers.keep_up(self.ready, self._served_featurizers)
+        )
 
     async def _freeze_heap(self, budget_s: float = 60.0) -> None:
         """Freeze the start-up heap (see ``heap``) once the log writers' warm-up (it imports
@@ -135,9 +143,13 @@ class Predictor:
         return self.reputation.started or not self._needs_reputation()
 
     def close(self) -> None:
-        """Flush the log writers (BentoML's on-shutdown hook)."""
+        """Stop the batch helpers, flush the log writers (BentoML's on-shutdown hook)."""
+        self.helpers.close()
         for writer in self.logs.values():
             writer.close()
+
+    def _served_featurizers(self) -> list[ModelKey]:
+        return list(dict.fromkeys(m.key for m in self.router.models.values()))
 
     # ------------------------------------------------------------------ endpoints
     async def predict(self, ctx: bentoml.Context, msg: MessageIn) -> JSONResponse:
@@ -286,11 +298,8 @@ class Predictor:
         fallback_from: str | None = None,
     ) -> list[dict]:
         start = time.perf_counter()
-        parsed, x, degraded = await self._featurize(live, messages, inline)
+        parsed, x, tops, degraded = await self._featurize(live, messages, inline)
         scores = await live.score(x)
-        explain_rows = [i for i, m in enumerate(messages) if m.explain]
-        tops = live.explain(x[explain_rows], self.settings.explain_top_k) if explain_rows else []
-        top_by_row = dict(zip(explain_rows, tops, strict=True))
         latency = time.perf_counter() - start
         threshold = live.threshold
         now = datetime.now(UTC)
@@ -306,7 +315,7 @@ class Predictor:
                 "threshold": threshold,
                 "model_version": live.version,
                 "environment": env,
-                "top_features": top_by_row.get(i, []),
+                "top_features": tops[i],
             }
             if msg.parse_error:
                 result["parse_warning"] = msg.parse_error
@@ -375,29 +384,33 @@ class Predictor:
 
     async def _featurize(
         self, live: LiveModel, messages: list[MessageIn], inline: bool
-    ) -> tuple[list[ParsedMessage], np.ndarray, str | None]:
-        """Parse and featurize (off the event loop unless ``inline``); a model trained with
-        sender reputation gets it in one online-store round trip for the whole batch, or the
+    ) -> tuple[list[ParsedMessage], np.ndarray, list[list[dict]], str | None]:
+        """Parse, featurize and explain (off the event loop unless ``inline``, and split with
+        the batch helpers when the batch is large enough); a model trained with sender
+        reputation gets it in one online-store round trip for the whole batch, or the
         unknown-sender values and the reason when the store is slow or down."""
-        featurizer = live.bundle.featurizer
-        if not featurizer.config.reputation:
-            if inline:
-                return *_parse_transform(featurizer, messages), None
-            return *await anyio.to_thread.run_sync(_parse_transform, featurizer, messages), None
-        parsed = _parse(messages) if inline else await anyio.to_thread.run_sync(_parse, messages)
+        model, top_k = live.chunk_model, self.settings.explain_top_k
+        # a model with sender reputation is featurized and explained after the lookup, below
+        local = None if model.featurizer.config.reputation else model
+        if inline:
+            parsed, x, tops = featurize_chunk(local, messages, top_k)
+        elif self.helpers.wants(len(messages)):
+            parsed, x, tops = await self.helpers.run(
+                live.key, model, messages, local is not None, top_k
+            )
+        else:
+            parsed, x, tops = await anyio.to_thread.run_sync(
+                featurize_chunk, local, messages, top_k
+            )
+        if local is not None:
+            return parsed, x, tops, None
         reputation, degraded = await self.reputation.lookup(parsed)
         if degraded:
             metrics.DEGRADED.labels(degraded).inc(len(parsed))
-        if inline:
-            return parsed, featurizer.transform(parsed, reputation), degraded
-        x = await anyio.to_thread.run_sync(featurizer.transform, parsed, reputation)
-        return parsed, x, degraded
 
+        def finish() -> tuple[np.ndarray, list[list[dict]]]:
+            x = model.featurizer.transform(parsed, reputation)
+            return x, explain(model, messages, x, top_k)
 
-def _parse(messages: list[MessageIn]) -> list[ParsedMessage]:
-    return [m.parse() for m in messages]
-
-
-def _parse_transform(featurizer, messages: list[MessageIn]) -> tuple[list[ParsedMessage], Any]:
-    parsed = _parse(messages)
-    return parsed, featurizer.transform(parsed)
+        x, tops = finish() if inline else await anyio.to_thread.run_sync(finish)
+        return parsed, x, tops, degraded

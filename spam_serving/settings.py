@@ -130,6 +130,15 @@ class SpamSettings(BaseSettings):
         250, description="Adaptive batching: queueing budget; beyond it requests get 503."
     )
     batch_max_size: int = Field(128, description="Adaptive batching: rows per model call.")
+    batch_helpers: int = Field(
+        1,
+        ge=0,
+        description="Helper processes per worker that featurize part of a large batch in "
+        "parallel (spam_serving/batch_helpers.py); 0: batches stay in the worker.",
+    )
+    batch_split_min: int = Field(
+        16, ge=2, description="Batches of at least this many messages are split with helpers."
+    )
     explain_top_k: int = 5
     gc_freeze: bool = Field(
         True,

@@ -141,15 +141,30 @@ def test_environment_routing(served):
     assert bad.status_code == 400 and "X-Environment" in bad.json()["error"]
 
 
+def _metric(served, name: str) -> float:
+    text = requests.get(served["url"] + "/metrics", timeout=10).text
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)]
+    return sum(values)
+
+
 def test_predict_batch_and_limit(served):
+    """A batch of 100 is split with the worker's batch helper (one per worker, up a moment
+    after readiness) and answers exactly what /predict answers per message."""
+    deadline = time.monotonic() + 60
+    while _metric(served, "spam_batch_helpers_up ") < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _metric(served, "spam_batch_helpers_up ") == 2
+    by_helpers = _metric(served, "spam_batch_helper_messages_total ")
     msgs = [{"raw": raw.decode("latin-1")} for _, _, raw in served["sample"][:100]]
     r = post(served, "/predict_batch", {"messages": msgs})
     assert r.status_code == 200, r.text
+    assert _metric(served, "spam_batch_helper_messages_total ") == by_helpers + 50
     preds = r.json()["predictions"]
     assert len(preds) == 100 and len({p["prediction_id"] for p in preds}) == 100
-    for i in (0, 37, 99):
+    for i in (0, 37, 49, 50, 99):  # both sides of the split
         single = post(served, "/predict", msgs[i]).json()
         assert single["spam_probability"] == pytest.approx(preds[i]["spam_probability"], abs=1e-6)
+        assert single["top_features"] == preds[i]["top_features"]
     over = post(served, "/predict_batch", {"messages": msgs + msgs[:1]})
     assert over.status_code == 422
     assert "at most 100" in over.json()["error"]
