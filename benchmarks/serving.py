@@ -7,7 +7,8 @@ Servers under test, each with the same number of worker processes, on 127.0.0.1:
   model call on (the default) and off, with the start-up heap's ``gc.freeze()`` off, and
   with OpenTelemetry's per-ASGI-message spans back on (``SPAM_TRACE_ASGI_MESSAGES``), and
   with BentoML's one shared listening socket instead of one per worker
-  (``SPAM_SERVE_REUSE_PORT=false``);
+  (``SPAM_SERVE_REUSE_PORT=false``), and without the batch helpers (``SPAM_BATCH_HELPERS=0``;
+  both this and the default get the ``/predict_batch`` points);
 * ``fastapi+sklearn``: the baseline a user would otherwise write (see ``baseline_app``);
 * ``fastapi+ours``: the same FastAPI app calling our parser, featurizer and ONNX model;
 * ``bento, empty endpoint`` and ``fastapi, empty endpoint``: each stack answering a constant
@@ -26,15 +27,18 @@ per-stage profile of the request path. Needs a trained bundle: run ``make run`` 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +76,7 @@ PORTS = {
     "bento, gc.freeze off": 3205,
     "bento, OTel message spans on": 3206,
     "bento, one shared socket": 3209,
+    "bento, batch helpers off": 3211,
     "fastapi+sklearn": 3202,
     "fastapi+ours": 3203,
     "bento, empty endpoint": 3207,
@@ -85,8 +90,11 @@ BENTO_VARIANTS = {
     "bento, gc.freeze off": (SERVICE, {"SPAM_GC_FREEZE": "false"}),
     "bento, OTel message spans on": (SERVICE, {"SPAM_TRACE_ASGI_MESSAGES": "true"}),
     "bento, one shared socket": (SERVICE, {"SPAM_SERVE_REUSE_PORT": "false"}),
+    "bento, batch helpers off": (SERVICE, {"SPAM_BATCH_HELPERS": "0"}),
     "bento, empty endpoint": ("benchmarks.empty_bento:EmptyEndpoint", {}),
 }
+#: servers whose /predict_batch is measured: the service, and without its batch helpers
+BATCH_SERVERS = ("bento", "bento, batch helpers off")
 #: uvicorn servers: ``baseline_app``'s mode for each
 FASTAPI_MODES = {
     "fastapi+sklearn": "sklearn",
@@ -186,16 +194,42 @@ def wait_workers_listening(server: ServerProcess, n: int, timeout_s: float = 60)
     raise RuntimeError(f"{server.url}: fewer than {n} processes listening:\n{server.log_tail()}")
 
 
-def rss_mb_per_worker(pid: int) -> tuple[float, int]:
-    """Mean RSS of the worker processes (the server's descendants that serve requests)."""
+def rss_mb_per_worker(pid: int) -> tuple[float, int, float]:
+    """Mean RSS of the worker processes (the server's children that serve requests), their
+    number, and the mean RSS of what each worker started (batch helpers, their forkserver
+    and resource tracker; RSS counts pages they share with each other once per process)."""
     try:
         root = psutil.Process(pid)
         procs = root.children(recursive=True)
+        direct = root.children()
     except psutil.NoSuchProcess:
-        return float("nan"), 0
-    workers = [p for p in procs if p.memory_info().rss > 60 * 2**20] or procs
+        return float("nan"), 0, float("nan")
+    workers = [p for p in direct if p.memory_info().rss > 60 * 2**20] or direct or procs
     rss = [p.memory_info().rss / 2**20 for p in workers]
-    return (float(np.mean(rss)) if rss else float("nan")), len(rss)
+    helpers = [
+        sum(c.memory_info().rss for c in w.children(recursive=True)) / 2**20 for w in workers
+    ]
+    mean = float(np.mean(rss)) if rss else float("nan")
+    return mean, len(rss), float(np.mean(helpers)) if helpers else 0.0
+
+
+def has_batch_helpers(name: str) -> bool:
+    service, extra = BENTO_VARIANTS.get(name, ("", {}))
+    return service == SERVICE and extra.get("SPAM_BATCH_HELPERS") != "0"
+
+
+def wait_batch_helpers(server: ServerProcess, n: int, timeout_s: float = 60) -> None:
+    """Until ``n`` batch helpers are up (``/metrics``): they start after readiness, and load
+    that begins earlier would share the cores with their start-up."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            text = urllib.request.urlopen(server.url + "/metrics", timeout=5).read().decode()
+            up = re.search(r"^spam_batch_helpers_up (\S+)$", text, re.MULTILINE)
+            if up and float(up.group(1)) >= n:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{server.url}: fewer than {n} batch helpers up:\n{server.log_tail()}")
 
 
 def start_uvicorn(mode: str, port: int, env: dict, log: Path) -> ServerProcess:
@@ -374,12 +408,14 @@ def main() -> None:
                 wait_http(server)
             servers[name] = {"cold_start_s": time.perf_counter() - spawn}
             wait_workers_listening(server, WORKERS)
+            if has_batch_helpers(name):
+                wait_batch_helpers(server, WORKERS)
         for name, server in running.items():
             results[name] = {
                 c: load(server.url + "/predict", bodies_file, c, DURATION_S) for c in CONCURRENCY
             }
-            if name == "bento":
-                results["bento batch100"] = {
+            if name in BATCH_SERVERS:
+                results[f"{name} batch100"] = {
                     c: load(server.url + "/predict_batch", batch_file, c, DURATION_S)
                     for c in (1, 2)
                 }
@@ -389,8 +425,8 @@ def main() -> None:
                 rounds[name].append(load(server.url + "/predict", bodies_file, 32, DURATION_S))
         for name in running:
             results[name][32] = median_round(rounds[name])
-            rss, n_workers = rss_mb_per_worker(running[name].pid)
-            servers[name].update(rss_mb=rss, workers=n_workers)
+            rss, n_workers, helpers_rss = rss_mb_per_worker(running[name].pid)
+            servers[name].update(rss_mb=rss, workers=n_workers, helpers_rss_mb=helpers_rss)
     finally:
         for server in running.values():
             stop_server(server.pid)
@@ -469,14 +505,21 @@ def report(results, servers, ceiling, ceiling_1, profile, fit_s, bundle) -> str:
         "",
         "## /predict_batch (100 messages per request, Bento)",
         "",
-        "| clients | batches/s | messages/s | p50 ms | p95 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|---|",
+        "| server | clients | batches/s | messages/s | p50 ms | p95 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for c, r in results["bento batch100"].items():
-        lines.append(
-            f"| {c} | {r['rps']:.1f} | {r['rps'] * 100:.0f} | {r['p50_ms']:.1f} | "
-            f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {errors_cell(r['errors'])} |"
-        )
+    for name in BATCH_SERVERS:
+        for c, r in results[f"{name} batch100"].items():
+            lines.append(
+                f"| {name} | {c} | {r['rps']:.1f} | {r['rps'] * 100:.0f} | {r['p50_ms']:.1f} | "
+                f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {errors_cell(r['errors'])} |"
+            )
+    on, off = (results[f"{name} batch100"][1]["p50_ms"] for name in BATCH_SERVERS)
+    lines += [
+        "",
+        f"Batch helpers (one helper process per worker takes half of a batch): p50 at 1 client "
+        f"{on:.1f} ms vs {off:.1f} ms without, {on / off:.2f}x.",
+    ]
     b32 = results["bento"][32]
     base32 = results["fastapi+sklearn"][32]
     ours32 = results["fastapi+ours"][32]
@@ -507,11 +550,15 @@ def report(results, servers, ceiling, ceiling_1, profile, fit_s, bundle) -> str:
         "",
         "## Cold start and memory",
         "",
-        "| server | spawn -> ready s | RSS per worker MB | workers measured |",
-        "|---|---|---|---|",
+        "| server | spawn -> ready s | RSS per worker MB | workers measured | "
+        "batch helpers' RSS per worker MB |",
+        "|---|---|---|---|---|",
     ]
     for name, s in servers.items():
-        lines.append(f"| {name} | {cold_start_cell(s)} | {s['rss_mb']:.0f} | {s['workers']} |")
+        lines.append(
+            f"| {name} | {cold_start_cell(s)} | {s['rss_mb']:.0f} | {s['workers']} | "
+            f"{s.get('helpers_rss_mb', 0.0):.0f} |"
+        )
     bento = servers["bento"]
     lines += [
         "",
