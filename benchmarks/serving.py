@@ -218,12 +218,16 @@ def has_batch_helpers(name: str) -> bool:
     return service == SERVICE and extra.get("SPAM_BATCH_HELPERS") != "0"
 
 
-def wait_batch_helpers(server: ServerProcess, n: int, timeout_s: float = 60) -> None:
-    """Until ``n`` batch helpers are up (``/metrics``): they start after readiness, and load
-    that begins earlier would share the cores with their start-up."""
+def start_batch_helpers(server: ServerProcess, n: int, batch: bytes, timeout_s: float = 60) -> None:
+    """Send batches until ``n`` batch helpers are up (``/metrics``): each worker starts its
+    own with its first batch large enough to split, and their start-up (~1 s of CPU each)
+    must not land in a measured point."""
     deadline = time.monotonic() + timeout_s
+    headers = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError):
+            post = urllib.request.Request(server.url + "/predict_batch", batch, headers)
+            urllib.request.urlopen(post, timeout=30).read()
             text = urllib.request.urlopen(server.url + "/metrics", timeout=5).read().decode()
             up = re.search(r"^spam_batch_helpers_up (\S+)$", text, re.MULTILINE)
             if up and float(up.group(1)) >= n:
@@ -409,7 +413,7 @@ def main() -> None:
             servers[name] = {"cold_start_s": time.perf_counter() - spawn}
             wait_workers_listening(server, WORKERS)
             if has_batch_helpers(name):
-                wait_batch_helpers(server, WORKERS)
+                start_batch_helpers(server, WORKERS, json.dumps({"messages": bodies[:16]}).encode())
         for name, server in running.items():
             results[name] = {
                 c: load(server.url + "/predict", bodies_file, c, DURATION_S) for c in CONCURRENCY

@@ -9,8 +9,11 @@ in parallel (``batch_work.featurize_chunk``); the ONNX call stays in the worker.
 the same code on the same featurizer and explainer state (read from the bundle, hashes
 checked), so every row and explanation is identical to the worker's own (a test holds it).
 
-Helpers start once the worker is ready, from a forkserver (nothing is forked from a threaded
-worker, and a helper imports only ``batch_work``'s model path, not BentoML). They never fail
+Helpers start with the first batch large enough to split (that batch and the ones during the
+start-up, ~1 s of CPU, run in the worker), so a worker that only ever answers ``/predict``
+pays for no helper, and their start-up never competes with a worker's own; they come from a
+forkserver (nothing is forked from a threaded worker, and a helper imports only
+``batch_work``'s model path, not BentoML). They never fail
 a request: a chunk whose helper died or raised is redone in the worker, and the pool is
 rebuilt in the background. Under full load the split buys nothing (every core is busy) and
 costs the pickling (~1 ms per 50 messages); where CPUs are scarce, ``SPAM_BATCH_HELPERS=0``.
@@ -56,6 +59,7 @@ class BatchHelpers:
         self.helpers = max(helpers, 0)
         self.split_min = max(split_min, self.helpers + 1)
         self._pool: ProcessPoolExecutor | None = None
+        self._requested = asyncio.Event()
         self._broken = asyncio.Event()
         self._closed = False
 
@@ -66,11 +70,15 @@ class BatchHelpers:
         return sorted(pool._processes or {}) if pool is not None else []
 
     def wants(self, n_messages: int) -> bool:
-        """Whether a batch of this size is split (helpers up and the batch large enough)."""
-        return self._pool is not None and n_messages >= self.split_min
+        """Whether a batch of this size is split: helpers up and the batch large enough. The
+        first batch large enough asks :meth:`keep_up` to start them."""
+        if n_messages < self.split_min or self.helpers == 0:
+            return False
+        self._requested.set()
+        return self._pool is not None
 
     def _start(self, keys: list[ModelKey]) -> ProcessPoolExecutor:
-        """Start the pool and wait until every helper has loaded the served featurizers
+        """Start the pool and wait until every helper has loaded the served models
         (blocking: runs off the event loop)."""
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["spam_serving.batch_work", "spam_serving.schemas"])
@@ -86,13 +94,12 @@ class BatchHelpers:
             raise
         return pool
 
-    async def keep_up(self, ready: Callable[[], bool], keys: Callable[[], list[ModelKey]]) -> None:
-        """Start the helpers once ``ready()`` holds, and rebuild them whenever they break;
-        ``keys()`` names the featurizers served at that moment."""
+    async def keep_up(self, keys: Callable[[], list[ModelKey]]) -> None:
+        """Start the helpers when the first batch asks for them, and rebuild them whenever
+        they break; ``keys()`` names the models served at that moment."""
         if self.helpers == 0:
             return
-        while not ready():
-            await asyncio.sleep(0.1)
+        await self._requested.wait()
         loop = asyncio.get_running_loop()
         while not self._closed:
             try:
@@ -163,6 +170,7 @@ class BatchHelpers:
         """Stop the helpers (the worker's on-shutdown hook) without waiting for them."""
         self._closed = True
         pool, self._pool = self._pool, None
+        self._requested.set()
         self._broken.set()
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)

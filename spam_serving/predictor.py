@@ -114,9 +114,9 @@ class Predictor:
         self._watcher = asyncio.get_running_loop().create_task(self.router.watch())
         if self._needs_reputation():  # Feast loads off the loop; readiness waits for it
             self._warmer = asyncio.get_running_loop().create_task(self.reputation.warm_up())
-        # after readiness: helpers must not slow the start-up of this worker or its siblings
+        # the batch helpers start with the first batch large enough to split
         self._helpers_task = asyncio.get_running_loop().create_task(
-            self.helpers.keep_up(self.ready, self._served_featurizers)
+            self.helpers.keep_up(self._served_models)
         )
 
     async def _freeze_heap(self, budget_s: float = 60.0) -> None:
@@ -148,7 +148,7 @@ class Predictor:
         for writer in self.logs.values():
             writer.close()
 
-    def _served_featurizers(self) -> list[ModelKey]:
+    def _served_models(self) -> list[ModelKey]:
         return list(dict.fromkeys(m.key for m in self.router.models.values()))
 
     # ------------------------------------------------------------------ endpoints

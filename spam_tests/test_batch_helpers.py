@@ -62,12 +62,16 @@ def _same(got, want) -> None:
     assert got[2] == want[2]
 
 
-def test_a_split_batch_is_the_batch_done_in_one_piece(live, messages):
+def test_helpers_start_with_the_first_batch_and_split_it_exactly(live, messages):
     async def run():
         helpers = BatchHelpers(2, split_min=16)
-        task = asyncio.create_task(helpers.keep_up(lambda: True, lambda: [live.key]))
+        task = asyncio.create_task(helpers.keep_up(lambda: [live.key]))
         try:
-            assert not helpers.wants(len(messages))  # not before the helpers are up
+            await asyncio.sleep(0.5)
+            assert helpers.pids() == [] and not helpers.wants(15)  # no batch asked yet
+            await asyncio.sleep(0.5)
+            assert helpers.pids() == []
+            assert not helpers.wants(len(messages))  # this batch asks; it runs in-process
             await _until(lambda: helpers.wants(len(messages)))
             assert len(helpers.pids()) == 2 and os.getpid() not in helpers.pids()
             assert not helpers.wants(15)  # small batches stay in the worker
@@ -93,7 +97,7 @@ def test_a_dead_helper_costs_no_request_and_the_pool_comes_back(live, messages, 
 
     async def run():
         helpers = BatchHelpers(1, split_min=16)
-        task = asyncio.create_task(helpers.keep_up(lambda: True, lambda: [live.key]))
+        task = asyncio.create_task(helpers.keep_up(lambda: [live.key]))
         try:
             await _until(lambda: helpers.wants(len(messages)))
             (first,) = helpers.pids()
@@ -121,8 +125,9 @@ def test_helpers_refuse_a_bundle_whose_state_changed_and_batches_stay_in_process
 
     async def run():
         helpers = BatchHelpers(1, split_min=16)
-        task = asyncio.create_task(helpers.keep_up(lambda: True, lambda: [wrong]))
+        task = asyncio.create_task(helpers.keep_up(lambda: [wrong]))
         try:
+            helpers.wants(len(messages))
             await _until(lambda: _errors() > errors)  # the warm-up failed, and said so
             assert not helpers.wants(len(messages)) and helpers.pids() == []
         finally:
@@ -135,7 +140,7 @@ def test_helpers_refuse_a_bundle_whose_state_changed_and_batches_stay_in_process
 def test_no_helpers_configured_means_none_start(live, messages):
     async def run():
         helpers = BatchHelpers(0, split_min=16)
-        await asyncio.wait_for(helpers.keep_up(lambda: True, lambda: [live.key]), 5)
+        await asyncio.wait_for(helpers.keep_up(lambda: [live.key]), 5)
         return helpers.wants(len(messages))
 
     assert asyncio.run(run()) is False
@@ -148,7 +153,7 @@ from spam_serving.batch_helpers import BatchHelpers
 async def main():
     helpers = BatchHelpers(1, split_min=16)
     key = tuple(json.loads(sys.argv[1]))
-    task = asyncio.create_task(helpers.keep_up(lambda: True, lambda: [key]))
+    task = asyncio.create_task(helpers.keep_up(lambda: [key]))
     while not helpers.wants(100):
         await asyncio.sleep(0.05)
     print(json.dumps(helpers.pids()), flush=True)

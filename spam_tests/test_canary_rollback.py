@@ -20,6 +20,7 @@ from spam_assets.lib.metrics import evaluate, matched_fpr_comparison
 from spam_assets.lib.onnx_export import to_onnx
 from spam_serving.explain import TreeExplainer
 from spam_serving.featurize import FeaturizerConfig
+from spam_serving.inference_log import read_log
 from spam_serving.model_bundle import write_bundle
 from spam_serving.model_store import read_aliases, read_canary, write_aliases
 from spam_serving.parsing import parse_message
@@ -116,7 +117,9 @@ def test_failing_canary_is_rolled_back_with_zero_failed_requests(spam_env, insta
         threads = [threading.Thread(target=client_loop, args=(k,)) for k in range(3)]
         for t in threads:
             t.start()
-        time.sleep(4)  # the canary fails its share; the champion answers every request
+        # the canary fails its share and the champion answers every request; wait until the
+        # log the judge reads holds both kinds of rows (a fixed sleep raced a slow machine)
+        _wait_for_logged_fallbacks(home / "inference_log", canary_version="2")
         fallbacks = requests.get(f"{url}/metrics", timeout=10).text
         assert 'spam_request_errors_total{kind="canary_failure"}' in fallbacks
 
@@ -142,3 +145,15 @@ def test_failing_canary_is_rolled_back_with_zero_failed_requests(spam_env, insta
     assert aliases["challenger"]["model_version"] == "1" and read_canary(alias_file) == {}
     assert str(client.get_model_version_by_alias("spam-classifier", "challenger").version) == "1"
     assert client.get_model_version("spam-classifier", "2").tags["canary"] == "rolled_back"
+
+
+def _wait_for_logged_fallbacks(root, canary_version: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (root / "predictions").is_dir():
+            log = read_log(root, "predictions", columns=["fallback_from"]).to_pydict()
+            fallback = log.get("fallback_from", [])  # no file written yet: no column
+            if canary_version in fallback and any(f is None for f in fallback):
+                return
+        time.sleep(0.2)
+    pytest.fail(f"no canary fallbacks and champion answers in {root} after {timeout_s} s")
