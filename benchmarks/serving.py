@@ -21,8 +21,9 @@ Servers start one at a time and then all stay up: after each server's concurrenc
 server gets more 32-client rounds in turn, and its median round is what the ratios use.
 Also measured: the in-process ceiling (parse + featurize + ONNX in a loop, no HTTP, same
 number of processes), cold start (spawn to ready; for the Bento service and BentoML's empty
-endpoint the median of ``SPAM_BENCH_COLD_STARTS`` starts, default 3), RSS per worker, and a
-per-stage profile of the request path. Needs a trained bundle: run ``make run`` first.
+endpoint the median of ``SPAM_BENCH_COLD_STARTS`` starts, default 3), RSS per worker and of
+its batch helpers, and a per-stage profile of the request path. Needs a trained bundle: run
+``make run`` first.
 """
 
 from __future__ import annotations
@@ -214,6 +215,7 @@ def rss_mb_per_worker(pid: int) -> tuple[float, int, float]:
 
 
 def has_batch_helpers(name: str) -> bool:
+    """A variant of the service that keeps its batch helpers (every one but "helpers off")."""
     service, extra = BENTO_VARIANTS.get(name, ("", {}))
     return service == SERVICE and extra.get("SPAM_BATCH_HELPERS") != "0"
 
