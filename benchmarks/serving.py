@@ -200,12 +200,10 @@ def rss_mb_per_worker(pid: int) -> tuple[float, int, float]:
     number, and the mean RSS of what each worker started (batch helpers, their forkserver
     and resource tracker; RSS counts pages they share with each other once per process)."""
     try:
-        root = psutil.Process(pid)
-        procs = root.children(recursive=True)
-        direct = root.children()
+        direct = psutil.Process(pid).children()
     except psutil.NoSuchProcess:
         return float("nan"), 0, float("nan")
-    workers = [p for p in direct if p.memory_info().rss > 60 * 2**20] or direct or procs
+    workers = [p for p in direct if p.memory_info().rss > 60 * 2**20] or direct
     rss = [p.memory_info().rss / 2**20 for p in workers]
     helpers = [
         sum(c.memory_info().rss for c in w.children(recursive=True)) / 2**20 for w in workers

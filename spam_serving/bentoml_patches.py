@@ -169,7 +169,7 @@ def install(trace_asgi_messages: bool = False, reuse_port: bool = True) -> None:
     s of CPU before the arbiter spawns any worker, measured). A script or test that builds the
     service's ASGI app in its own process calls :func:`install_app_patches` itself."""
     if server_context.worker_index is None:
-        _install_bind(reuse_port and hasattr(socket, "SO_REUSEPORT"))
+        _install_bind(_can_reuse(reuse_port))
     else:
         install_app_patches(trace_asgi_messages, reuse_port)
 
@@ -193,8 +193,14 @@ def install_app_patches(trace_asgi_messages: bool = False, reuse_port: bool = Tr
         raise RuntimeError("uvicorn's Server.startup was replaced by someone else")
     traffic.TimeoutMiddleware = CancellingTimeoutMiddleware
     otel_asgi.OpenTelemetryMiddleware = original_otel if trace_asgi_messages else span_only
-    reuse = reuse_port and hasattr(socket, "SO_REUSEPORT")
-    uvicorn.Server.startup = _startup_on_own_sockets if reuse else _ORIGINAL_STARTUP
+    uvicorn.Server.startup = (
+        _startup_on_own_sockets if _can_reuse(reuse_port) else _ORIGINAL_STARTUP
+    )
+
+
+def _can_reuse(reuse_port: bool) -> bool:
+    """Per-worker sockets are asked for and the platform has ``SO_REUSEPORT``."""
+    return reuse_port and hasattr(socket, "SO_REUSEPORT")
 
 
 def _install_bind(reuse: bool) -> None:
