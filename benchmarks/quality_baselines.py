@@ -10,39 +10,41 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 
-def _word_logreg():
+def _tfidf(**options):
+    """Sublinear TF-IDF over terms seen in >= 3 messages (words unless ``options`` say)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(sublinear_tf=True, min_df=3, **options)
+
+
+def _logreg():
     from sklearn.linear_model import LogisticRegression
 
-    return TfidfVectorizer(sublinear_tf=True, min_df=3), LogisticRegression(C=10.0, max_iter=3000)
+    return LogisticRegression(C=10.0, max_iter=3000)
+
+
+def _word_logreg():
+    return _tfidf(), _logreg()
 
 
 def _char_logreg():
     """Character 2-5-grams within word boundaries: spelling variants, obfuscated words and
     URL pieces become shared features (the strongest ranking on the time split we measured)."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-
-    vec = TfidfVectorizer(
-        sublinear_tf=True, min_df=3, analyzer="char_wb", ngram_range=(2, 5), max_features=200_000
-    )
-    return vec, LogisticRegression(C=10.0, max_iter=3000)
+    return _tfidf(analyzer="char_wb", ngram_range=(2, 5), max_features=200_000), _logreg()
 
 
 def _word_nb():
-    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.naive_bayes import MultinomialNB
 
-    return TfidfVectorizer(sublinear_tf=True, min_df=3), MultinomialNB(alpha=0.1)
+    return _tfidf(), MultinomialNB(alpha=0.1)
 
 
 def _word_xgboost():
     """The serving benchmark's baseline pipeline: the same learner as ours on plain TF-IDF."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
     from xgboost import XGBClassifier
 
-    vec = TfidfVectorizer(sublinear_tf=True, min_df=3, max_features=20000)
-    return vec, XGBClassifier(n_estimators=300, max_depth=6, n_jobs=2, eval_metric="logloss")
+    model = XGBClassifier(n_estimators=300, max_depth=6, n_jobs=2, eval_metric="logloss")
+    return _tfidf(max_features=20000), model
 
 
 #: name -> factory of a fresh, unfitted (vectorizer, classifier) pair.

@@ -36,19 +36,20 @@ def operating_points(y: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> d
     y = np.asarray(y).astype(int)
     scores = np.asarray(scores, dtype=np.float64)
     groups = np.asarray(groups).astype(str)
+    easy = (y == 0) & np.char.startswith(groups, "easy-ham")
+    hard = (y == 0) & np.char.startswith(groups, "hard-ham")
     order = np.argsort(-scores, kind="stable")
-    s, yy, g = scores[order], y[order], groups[order]
-    ham = yy == 0
+    s = scores[order]
     last = np.r_[s[1:] != s[:-1], True]  # the end of each run of equal scores
     return {
         "threshold": s[last],
-        "tp": np.cumsum(yy == 1)[last],
-        "fp": np.cumsum(ham)[last],
-        "fp_easy": np.cumsum(ham & np.char.startswith(g, "easy-ham"))[last],
-        "fp_hard": np.cumsum(ham & np.char.startswith(g, "hard-ham"))[last],
+        "tp": np.cumsum(y[order] == 1)[last],
+        "fp": np.cumsum(y[order] == 0)[last],
+        "fp_easy": np.cumsum(easy[order])[last],
+        "fp_hard": np.cumsum(hard[order])[last],
         "n_spam": int((y == 1).sum()),
-        "n_easy": int(((y == 0) & np.char.startswith(groups, "easy-ham")).sum()),
-        "n_hard": int(((y == 0) & np.char.startswith(groups, "hard-ham")).sum()),
+        "n_easy": int(easy.sum()),
+        "n_hard": int(hard.sum()),
     }
 
 

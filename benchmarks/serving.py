@@ -224,9 +224,9 @@ def start_batch_helpers(server: ServerProcess, n: int, batch: bytes, timeout_s: 
     must not land in a measured point."""
     deadline = time.monotonic() + timeout_s
     headers = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
+    post = urllib.request.Request(server.url + "/predict_batch", batch, headers)
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError):
-            post = urllib.request.Request(server.url + "/predict_batch", batch, headers)
             urllib.request.urlopen(post, timeout=30).read()
             text = urllib.request.urlopen(server.url + "/metrics", timeout=5).read().decode()
             up = re.search(r"^spam_batch_helpers_up (\S+)$", text, re.MULTILINE)
