@@ -16,7 +16,7 @@ export SPAM_CORPUS_SOURCES := ["$(SHARED_TGZ)"]
 endif
 endif
 
-.PHONY: help bootstrap install install-tools run ui mlflow-ui serve serve-stop test test-fast lint format bench bench-quality bench-featurize bench-serving bench-loop bench-feast clean
+.PHONY: help bootstrap install install-tools install-peers install-browser docs run ui mlflow-ui serve serve-stop test test-fast lint format bench bench-quality bench-featurize bench-serving bench-loop bench-feast clean
 
 help:
 	@echo "make run | test | test-fast | ui | mlflow-ui | serve | serve-stop | lint | format"
@@ -37,6 +37,23 @@ install: bootstrap
 install-tools: install
 	$(UV) sync --frozen --compile-bytecode --project tools/checkov
 
+# The filters bench-quality compares against (SpamAssassin, rspamd) and the Redis rspamd's
+# Bayes keeps its tokens in, from Debian's packages; nothing when they are already there.
+PEER_PACKAGES := spamassassin spamd spamc rspamd redis-server
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+install-peers:
+	@for b in spamd sa-learn rspamd redis-server; do command -v $$b >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+	    $(SUDO) apt-get install -y -q --no-install-recommends $(PEER_PACKAGES); \
+	fi
+
+# Debian's Chromium for the UI test (Playwright drives it; browser downloads are not possible
+# here, and the system browser is what a server has anyway); nothing when already there.
+install-browser:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+	  $(SUDO) apt-get install -y -q --no-install-recommends chromium; }
+
 run: install
 	$(RUN) python -m spam_assets.cli run
 
@@ -52,11 +69,15 @@ serve: install
 serve-stop: install
 	$(RUN) python -m spam_assets.cli serve-stop
 
-test: install-tools
+test: install-tools install-browser
 	$(RUN) pytest
 
 test-fast: install-tools
 	$(RUN) pytest -m "not slow"
+
+# docs/configuration.md is generated from the settings object (a test checks it is current)
+docs: install
+	$(RUN) python -m spam_assets.settings_doc
 
 lint: install
 	$(RUN) ruff check .
@@ -68,7 +89,7 @@ format: install
 
 bench: bench-featurize bench-quality bench-serving bench-loop bench-feast
 
-bench-quality: install
+bench-quality: install install-peers
 	$(RUN) python -m benchmarks.quality
 
 bench-featurize: install

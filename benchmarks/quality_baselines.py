@@ -1,5 +1,4 @@
-"""The quality benchmark's TF-IDF baselines, defined once: the table trains them on the
-training period, the ceiling section (``benchmarks.quality_ceiling``) inside the test period.
+"""The quality benchmark's TF-IDF baselines, defined once, trained on the train split.
 
 Each is a fresh (vectorizer, classifier) pair per fit, on ``subject + "\\n" + body``."""
 
@@ -54,9 +53,6 @@ BASELINES: dict[str, Callable[[], tuple]] = {
     "TF-IDF + XGBoost": _word_xgboost,
     "char n-gram TF-IDF + LogReg": _char_logreg,
 }
-#: The baselines the ceiling section also trains inside the test period (the linear ones:
-#: the strongest rankings; NB and XGBoost rank below them on this split).
-IN_PERIOD_BASELINES = ("TF-IDF + LogReg", "char n-gram TF-IDF + LogReg")
 
 
 def fit_baseline(name: str, texts: Sequence[str], y: np.ndarray) -> Callable:

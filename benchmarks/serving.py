@@ -8,7 +8,10 @@ Servers under test, each with the same number of worker processes, on 127.0.0.1:
   with OpenTelemetry's per-ASGI-message spans back on (``SPAM_TRACE_ASGI_MESSAGES``), and
   with BentoML's one shared listening socket instead of one per worker
   (``SPAM_SERVE_REUSE_PORT=false``), and without the batch helpers (``SPAM_BATCH_HELPERS=0``;
-  both this and the default get the ``/predict_batch`` points);
+  both this and the default get the ``/predict_batch`` points), and serving the previous
+  model kind: the same trees without the ensemble's stacking block (char n-gram model and
+  signs; :func:`trees_only_bundle`), the speed the ensemble is compared with (it also gets
+  the ``/predict_batch`` points);
 * ``fastapi+sklearn``: the baseline a user would otherwise write (see ``baseline_app``);
 * ``fastapi+ours``: the same FastAPI app calling our parser, featurizer and ONNX model;
 * ``bento, empty endpoint`` and ``fastapi, empty endpoint``: each stack answering a constant
@@ -78,6 +81,7 @@ PORTS = {
     "bento, OTel message spans on": 3206,
     "bento, one shared socket": 3209,
     "bento, batch helpers off": 3211,
+    "bento, trees only (previous model kind)": 3212,
     "fastapi+sklearn": 3202,
     "fastapi+ours": 3203,
     "bento, empty endpoint": 3207,
@@ -92,10 +96,15 @@ BENTO_VARIANTS = {
     "bento, OTel message spans on": (SERVICE, {"SPAM_TRACE_ASGI_MESSAGES": "true"}),
     "bento, one shared socket": (SERVICE, {"SPAM_SERVE_REUSE_PORT": "false"}),
     "bento, batch helpers off": (SERVICE, {"SPAM_BATCH_HELPERS": "0"}),
+    # its SPAM_HOME (aliases file -> the trees-only bundle) is set in main()
+    "bento, trees only (previous model kind)": (SERVICE, {}),
     "bento, empty endpoint": ("benchmarks.empty_bento:EmptyEndpoint", {}),
 }
 #: servers whose /predict_batch is measured: the service, and without its batch helpers
-BATCH_SERVERS = ("bento", "bento, batch helpers off")
+BATCH_SERVERS = ("bento", "bento, batch helpers off", "bento, trees only (previous model kind)")
+TREES_ONLY = "bento, trees only (previous model kind)"
+#: the ensemble against the previous model kind (issue #21): throughput kept, batch latency
+MIN_RPS_VS_TREES, MAX_BATCH_VS_TREES = 0.5, 1.5
 #: uvicorn servers: ``baseline_app``'s mode for each
 FASTAPI_MODES = {
     "fastapi+sklearn": "sklearn",
@@ -122,6 +131,36 @@ def latest_bundle() -> Path:
     if not bundles:
         sys.exit(f"no model bundle under {s.bundles_dir}: run `make run` first")
     return bundles[-1]
+
+
+def trees_only_bundle(bundle_dir: Path, out: Path) -> Path:
+    """The deployed ensemble's trees alone, as the previous model kind served them: the same
+    vocabularies without the stacking block (no char n-gram model, no sign columns), the
+    trees' own ONNX graph and explainer. A bundle that is already trees-only is copied."""
+    from spam_assets.lib.onnx_export import booster_from_bytes, to_onnx
+    from spam_serving.explain import TreeExplainer
+    from spam_serving.featurize import Featurizer
+    from spam_serving.model_bundle import FEATURIZER_FILE, META_FILE, NATIVE_FILE, write_bundle
+
+    state = json.loads((bundle_dir / FEATURIZER_FILE).read_text())
+    meta = json.loads((bundle_dir / META_FILE).read_text())
+    for key in ("stacked", "char_features"):
+        state["config"].pop(key, None)
+    for key in ("signs", "char_model"):
+        state.pop(key, None)
+    featurizer = Featurizer.from_dict(state)
+    raw = (bundle_dir / NATIVE_FILE).read_bytes()
+    booster = booster_from_bytes(raw)
+    keep = ("model_version", "model_name", "threshold")
+    write_bundle(
+        out,
+        to_onnx(booster, featurizer.n_features),
+        featurizer,
+        raw,
+        {k: meta[k] for k in keep if k in meta},
+        explainer=TreeExplainer.from_xgboost_json(booster.save_raw("json")),
+    )
+    return out
 
 
 def train_baseline(path: Path, texts: list[str], labels: np.ndarray) -> float:
@@ -383,6 +422,13 @@ def main() -> None:
         home / "serving" / "aliases.json",
         {"champion": {"bundle_path": str(bundle_dir), "model_version": bundle.version}},
     )
+    trees_home = work / "home-trees-only"
+    trees_dir = trees_only_bundle(bundle_dir, work / "bundle-trees-only")
+    write_aliases(
+        trees_home / "serving" / "aliases.json",
+        {"champion": {"bundle_path": str(trees_dir), "model_version": bundle.version}},
+    )
+    BENTO_VARIANTS[TREES_ONLY][1]["SPAM_HOME"] = str(trees_home)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPAM_")}
     env.update(
         {
@@ -445,8 +491,12 @@ def main() -> None:
     ceiling = in_process_ceiling(bundle_dir, raws, WORKERS, DURATION_S)
     ceiling_1 = in_process_ceiling(bundle_dir, raws, 1, DURATION_S)
     profile = stage_profile(bundle_dir, raws[:200])
+    profile_trees = stage_profile(trees_dir, raws[:200])
     shutil.rmtree(work, ignore_errors=True)
-    write_report("serving", report(results, servers, ceiling, ceiling_1, profile, fit_s, bundle))
+    write_report(
+        "serving",
+        report(results, servers, ceiling, ceiling_1, profile, fit_s, bundle, profile_trees),
+    )
 
 
 def stack_bound(floor_rps: float, ceiling_rps: float, clients: int = 32) -> dict[str, float]:
@@ -475,7 +525,7 @@ def errors_cell(errors: dict) -> str:
     return f"{total} ({', '.join(f'{k}: {v}' for k, v in sorted(errors.items()))})"
 
 
-def report(results, servers, ceiling, ceiling_1, profile, fit_s, bundle) -> str:
+def report(results, servers, ceiling, ceiling_1, profile, fit_s, bundle, profile_trees) -> str:
     def row(name, c):
         r = results[name][c]
         return (
@@ -518,7 +568,7 @@ def report(results, servers, ceiling, ceiling_1, profile, fit_s, bundle) -> str:
                 f"| {name} | {c} | {r['rps']:.1f} | {r['rps'] * 100:.0f} | {r['p50_ms']:.1f} | "
                 f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {errors_cell(r['errors'])} |"
             )
-    on, off = (results[f"{name} batch100"][1]["p50_ms"] for name in BATCH_SERVERS)
+    on, off, _ = (results[f"{name} batch100"][1]["p50_ms"] for name in BATCH_SERVERS)
     lines += [
         "",
         f"Batch helpers (one helper process per worker takes half of a batch): p50 at 1 client "
@@ -549,6 +599,7 @@ def report(results, servers, ceiling, ceiling_1, profile, fit_s, bundle) -> str:
         f"| batch of 100, p50 at 1 client | {batch_p50:.1f} ms | < {TARGETS['batch100_ms']} ms |"
         f" {_ok(batch_p50 < TARGETS['batch100_ms'])} |",
     ]
+    lines += ["", *model_kind_section(results, profile, profile_trees)]
     lines += ["", *floor_section(results, ceiling, servers)]
     lines += [
         "",
@@ -590,6 +641,39 @@ def report(results, servers, ceiling, ceiling_1, profile, fit_s, bundle) -> str:
         f"{WORKERS} (parse + featurize + ONNX, no explanations, no HTTP).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def model_kind_section(results: dict, profile: dict, profile_trees: dict) -> list[str]:
+    """The deployed model against the previous model kind on the same server settings."""
+    new, old = results["bento"][32], results[TREES_ONLY][32]
+    b_new = results["bento batch100"][1]["p50_ms"]
+    b_old = results[f"{TREES_ONLY} batch100"][1]["p50_ms"]
+    rps_ratio = new["rps"] / old["rps"] if old["rps"] else float("nan")
+    batch_ratio = b_new / b_old if b_old else float("nan")
+    lines = [
+        "## The deployed model against the previous model kind",
+        "",
+        "Same service, same settings; the previous kind is the deployed model's own trees "
+        "without the stacking block (no char n-gram model, no signs' column block; the parser "
+        "is the same for both).",
+        "",
+        "| measure | deployed model | trees only | ratio | target | met |",
+        "|---|---|---|---|---|---|",
+        f"| /predict rps at 32 clients (median round) | {new['rps']:.0f} | {old['rps']:.0f} | "
+        f"{rps_ratio:.2f}x | >= {MIN_RPS_VS_TREES:.1f}x | {_ok(rps_ratio >= MIN_RPS_VS_TREES)} |",
+        f"| /predict p99 at 32 clients ms | {new['p99_ms']:.1f} | {old['p99_ms']:.1f} | "
+        f"{new['p99_ms'] / old['p99_ms']:.2f}x | - | - |",
+        f"| /predict_batch of 100, p50 at 1 client ms | {b_new:.1f} | {b_old:.1f} | "
+        f"{batch_ratio:.2f}x | <= {MAX_BATCH_VS_TREES:.1f}x | "
+        f"{_ok(batch_ratio <= MAX_BATCH_VS_TREES)} |",
+        "",
+        "| stage, µs per message | deployed model | trees only |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {k} | {v:.0f} | {profile_trees.get(k, float('nan')):.0f} |" for k, v in profile.items()
+    ]
+    return lines
 
 
 def cold_start_cell(server: dict) -> str:

@@ -52,10 +52,11 @@ def summary(instance: dg.DagsterInstance) -> str:
     ]
     if evaluation:
         lines.append(
-            f"  model v{evaluation.get('model_version')}      F1 {evaluation.get('f1', 0):.4f}, "
-            f"easy-ham FPR {evaluation.get('easy_ham_fpr', 0):.4f}, "
-            f"hard-ham FPR {evaluation.get('hard_ham_fpr', 0):.4f}, "
-            f"recall@0.1%FPR {evaluation.get('recall_at_fpr_0.1pct', 0):.4f}"
+            f"  model v{evaluation.get('model_version')}      on the test split at the junk "
+            f"threshold (ham budget {s.target_ham_fpr:.1%}): spam caught "
+            f"{evaluation.get('recall', 0):.1%}, easy-ham FPR "
+            f"{evaluation.get('easy_ham_fpr', 0):.2%}, hard-ham FPR "
+            f"{evaluation.get('hard_ham_fpr', 0):.2%}, F1 {evaluation.get('f1', 0):.3f}"
         )
     if onnx:
         lines.append(f"  ONNX bundle     {onnx.get('bundle_path')}")

@@ -9,7 +9,10 @@ vectorised array lookups once the trees are flattened, so the serving path stays
 attributions sum exactly to the model's margin, which the tests check against XGBoost itself.
 
 The tables are built from XGBoost's JSON model at export time and stored in the bundle as
-``explainer.npz``.
+``explainer.npz``. For the ensemble model (trees + a linear second stage over the trees'
+margin, the char n-gram logit and the signs; one stage per door), :class:`EnsembleExplainer`
+scales the trees' attributions by the row's stage's tree weight and adds each stacking-block
+column's weight times its value: the sum is still the model's logit.
 """
 
 from __future__ import annotations
@@ -140,15 +143,20 @@ class TreeExplainer:
             order = nz[np.argsort(-np.abs(row[nz]), kind="stable")][:k]
             result.append(
                 [
-                    {"feature": names[j], "value": float(x[r, j]), "contribution": float(row[j])}
+                    {
+                        "feature": names[j],
+                        "value": None if np.isnan(x[r, j]) else float(x[r, j]),  # absent
+                        "contribution": float(row[j]),
+                    }
                     for j in order
                 ]
             )
         return result
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path, **extra: np.ndarray) -> None:
         np.savez_compressed(
             path,
+            **extra,
             feature=self.feature,
             threshold=self.threshold,
             left=self.left,
@@ -161,8 +169,9 @@ class TreeExplainer:
 
     @classmethod
     def load(cls, path: Path) -> TreeExplainer:
+        """The explainer in ``path``: an :class:`EnsembleExplainer` when it holds a stack."""
         with np.load(path) as z:
-            return cls(
+            tree = TreeExplainer(
                 z["feature"],
                 z["threshold"],
                 z["left"],
@@ -172,6 +181,104 @@ class TreeExplainer:
                 float(z["bias"][0]),
                 int(z["max_depth"][0]),
             )
+            if "stack_w_block" not in z:
+                return tree
+            fields = None
+            if "stack_fields_w_block" in z:
+                fields = (
+                    float(z["stack_fields_intercept"][0]),
+                    float(z["stack_fields_w_trees"][0]),
+                    np.asarray(z["stack_fields_w_block"], dtype=np.float64),
+                )
+            return EnsembleExplainer(
+                tree,
+                int(z["stack_n_base"][0]),
+                float(z["stack_intercept"][0]),
+                float(z["stack_w_trees"][0]),
+                np.asarray(z["stack_w_block"], dtype=np.float64),
+                fields,
+            )
+
+
+class EnsembleExplainer(TreeExplainer):
+    """Attributions of the ensemble's logit: trees (scaled by their stage weight) over the
+    first ``n_base`` columns, ``weight * value`` for each stacking-block column. With
+    ``fields`` (intercept, tree weight, block weights of the JSON-fields stage), rows whose
+    last block column (``form:json_fields``) is 1 use those weights."""
+
+    def __init__(
+        self,
+        tree: TreeExplainer,
+        n_base: int,
+        intercept: float,
+        w_trees: float,
+        w_block: np.ndarray,
+        fields: tuple[float, float, np.ndarray] | None = None,
+    ) -> None:
+        self.__dict__.update(tree.__dict__)
+        self.tree = tree
+        self.n_base = n_base
+        self.intercept = intercept
+        self.w_trees = w_trees
+        self.w_block = np.asarray(w_block, dtype=np.float64)
+        self.fields = (
+            None
+            if fields is None
+            else (float(fields[0]), float(fields[1]), np.asarray(fields[2], dtype=np.float64))
+        )
+        #: the raw-mail stage's bias; :meth:`row_bias` gives each row's own
+        self.bias = intercept + w_trees * tree.bias
+
+    @classmethod
+    def from_stack(cls, tree: TreeExplainer, n_base: int, stack) -> EnsembleExplainer:
+        """From an ensemble second stage (``spam_assets.lib.ensemble.Stack``, duck-typed:
+        ``intercept``, ``w_trees``, ``w_block``, optional ``fields``)."""
+        f = stack.fields
+        fields = None if f is None else (f.intercept, f.w_trees, f.w_block)
+        return cls(tree, n_base, stack.intercept, stack.w_trees, stack.w_block, fields)
+
+    def _is_fields(self, x: np.ndarray) -> np.ndarray:
+        if self.fields is None:
+            return np.zeros(len(x), dtype=bool)
+        return np.asarray(x)[:, -1] > 0.5
+
+    def row_bias(self, x: np.ndarray) -> np.ndarray:
+        """Each row's bias (the logit with every attribution at zero)."""
+        out = np.full(len(x), self.bias)
+        if self.fields is not None:
+            f_int, f_trees, _ = self.fields
+            out[self._is_fields(x)] = f_int + f_trees * self.tree.bias
+        return out
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        trees = self.tree.contributions(x[:, : self.n_base])
+        block = x[:, self.n_base :].astype(np.float64)
+        w_trees = np.full((len(x), 1), self.w_trees)
+        w_block = np.broadcast_to(self.w_block, block.shape).copy()
+        if self.fields is not None:
+            sel = self._is_fields(x)
+            w_trees[sel] = self.fields[1]
+            w_block[sel] = self.fields[2]
+        return np.hstack([trees * w_trees, block * w_block])
+
+    def save(self, path: Path, **extra: np.ndarray) -> None:
+        fields = {}
+        if self.fields is not None:
+            fields = {
+                "stack_fields_intercept": np.array([self.fields[0]]),
+                "stack_fields_w_trees": np.array([self.fields[1]]),
+                "stack_fields_w_block": self.fields[2],
+            }
+        self.tree.save(
+            path,
+            stack_n_base=np.array([self.n_base]),
+            stack_intercept=np.array([self.intercept]),
+            stack_w_trees=np.array([self.w_trees]),
+            stack_w_block=self.w_block,
+            **fields,
+            **extra,
+        )
 
 
 def _node_means(

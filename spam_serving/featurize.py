@@ -7,7 +7,14 @@ A message becomes one dense float32 row of three blocks:
   the training split by chi-square;
 * ``m:*``    binary metadata tokens: URL domains, sender domain, header names, mailer;
 * ``rep:*``  optional sender reputation from the feature store (``spam_serving.reputation``),
-  passed in by the caller: point-in-time rows at training, online rows at serving.
+  passed in by the caller: point-in-time rows at training, online rows at serving;
+* the *stacking block* (``FeaturizerConfig.stacked``, :data:`STACK_COLUMNS`):
+  ``text:char_ngrams``, the logit of a character n-gram text model
+  (``spam_serving.char_ngrams``), ``sign:*``, the parser's rule-style signs
+  (``spam_serving.signs``) as 0/1, and ``form:json_fields``, 1 for a message built from JSON
+  fields. The tree model reads the columns before it (:attr:`Featurizer.n_base_features`);
+  the ensemble's linear second stage reads it and the trees' margin
+  (``spam_assets.lib.ensemble``).
 
 Dense on purpose: XGBoost treats entries absent from a sparse matrix as *missing* while ONNX
 Runtime sees 0.0, which silently diverges predictions; training on the same dense
@@ -30,8 +37,10 @@ from datetime import datetime
 
 import numpy as np
 
+from spam_serving.char_ngrams import CharNgramModel
 from spam_serving.parsing import ParsedMessage
 from spam_serving.reputation import REPUTATION_FEATURES
+from spam_serving.signs import SIGNS
 
 FEATURIZER_FORMAT = 2
 _WORD_RE = re.compile(r"[a-z$][a-z0-9$'_-]{1,24}")
@@ -43,6 +52,9 @@ _UPPER_RE = re.compile(r"[A-Z]")
 _DIGIT_RE = re.compile(r"\d")
 _RE_FWD_RE = re.compile(r"^\s*(re|fw|fwd|aw)\s*:", re.IGNORECASE)
 _DIGIT_SENDER_RE = re.compile(r"\d{3,}")
+#: Words the char n-gram model reads are cut to 40 characters: a word's n-gram count (and
+#: cost) grows with its length, and no real word or URL piece needs more to be recognised.
+_LONG_WORD_RE = re.compile(r"(\S{40})\S+")
 
 NUMERIC_FEATURES: tuple[str, ...] = (
     "body_chars_log",
@@ -76,6 +88,19 @@ NUMERIC_FEATURES: tuple[str, ...] = (
 )
 
 
+#: Structural features read off delivery headers (relays, Date, Message-ID, Reply-To): for a
+#: message built from JSON fields they are *absent* (NaN, which the trees were trained to
+#: route, see ``spam_assets.lib.ensemble.fields_copy``), not a faked "no Date, no relay".
+DELIVERY_NUMERIC = (
+    "n_received",
+    "has_message_id",
+    "reply_to_differs",
+    "missing_date",
+    "date_skew_hours_log",
+)
+_DELIVERY_COLUMNS = [NUMERIC_FEATURES.index(n) for n in DELIVERY_NUMERIC]
+
+
 @dataclass(frozen=True, slots=True)
 class FeaturizerConfig:
     """Vocabulary sizes and limits; part of the saved state so serving reproduces training."""
@@ -93,6 +118,10 @@ class FeaturizerConfig:
     meta_kinds: tuple[str, ...] = ("ct:", "xm:", "prio:")
     #: Append the ``rep:*`` sender reputation block (Feast); off unless it helps (README).
     reputation: bool = False
+    #: Append the stacking block (char n-gram logit + signs) for the ensemble model.
+    stacked: bool = False
+    #: Character n-gram vocabulary size of the stacking block's text model.
+    char_features: int = 200_000
 
 
 def _domain_is_ip(domain: str) -> bool:
@@ -171,6 +200,17 @@ def meta_tokens(msg: ParsedMessage, kinds: Sequence[str] = META_KINDS) -> set[st
     return tokens
 
 
+#: The stacking block's columns: the char n-gram logit, one 0/1 column per sign, and which
+#: door the message came through (1.0: built from JSON fields), which selects the ensemble's
+#: second stage for that form (``spam_assets.lib.ensemble.Stack``).
+STACK_COLUMNS: tuple[str, ...] = (
+    "text:char_ngrams",
+    *("sign:" + s for s in SIGNS),
+    "form:json_fields",
+)
+_SIGN_COLUMN = {name: 1 + j for j, name in enumerate(SIGNS)}
+
+
 class Featurizer:
     """Fit on training messages, then turn any message into a dense float32 row."""
 
@@ -179,6 +219,7 @@ class Featurizer:
         self.text_vocab: dict[str, int] = {}
         self.idf: np.ndarray = np.zeros(0, dtype=np.float32)
         self.meta_vocab: dict[str, int] = {}
+        self.char_model: CharNgramModel | None = None
         self._word_vocab_cache: tuple[dict, dict[str, int], dict[str, int]] | None = None
 
     # ------------------------------------------------------------------ fitting
@@ -199,7 +240,16 @@ class Featurizer:
         self.meta_vocab, _ = self._select(docs_meta, y, self.config.max_meta_features, chi2, sparse)
         n = len(messages)
         self.idf = (np.log((1.0 + n) / (1.0 + df)) + 1.0).astype(np.float32)
+        if cfg.stacked:
+            texts = [self.char_text(m) for m in messages]
+            self.char_model = CharNgramModel.fit(
+                texts, y, max_features=cfg.char_features, min_df=cfg.min_df
+            )
         return self
+
+    def char_text(self, msg: ParsedMessage) -> str:
+        """What the character n-gram model reads: subject and the first ``max_chars`` of body."""
+        return _LONG_WORD_RE.sub(r"\1", msg.subject + "\n" + msg.body[: self.config.max_chars])
 
     def _select(self, docs, y, k, chi2, sparse) -> tuple[dict[str, int], np.ndarray]:
         df = Counter(t for d in docs for t in d)
@@ -240,9 +290,14 @@ class Featurizer:
         return cache[1], cache[2]
 
     @property
-    def n_features(self) -> int:
+    def n_base_features(self) -> int:
+        """Columns the tree model reads: every block before the stacking block."""
         n_rep = len(REPUTATION_FEATURES) if self.config.reputation else 0
         return len(NUMERIC_FEATURES) + len(self.text_vocab) + len(self.meta_vocab) + n_rep
+
+    @property
+    def n_features(self) -> int:
+        return self.n_base_features + (len(STACK_COLUMNS) if self.config.stacked else 0)
 
     @property
     def feature_names(self) -> list[str]:
@@ -250,7 +305,8 @@ class Featurizer:
         text = sorted(self.text_vocab, key=self.text_vocab.__getitem__)
         meta = sorted(self.meta_vocab, key=self.meta_vocab.__getitem__)
         rep = ["rep:" + n for n in REPUTATION_FEATURES] if self.config.reputation else []
-        return ["num:" + n for n in NUMERIC_FEATURES] + text + meta + rep
+        stack = list(STACK_COLUMNS) if self.config.stacked else []
+        return ["num:" + n for n in NUMERIC_FEATURES] + text + meta + rep + stack
 
     def transform(
         self, messages: Sequence[ParsedMessage], reputation: np.ndarray | None = None
@@ -274,6 +330,8 @@ class Featurizer:
         body_vocab, subject_vocab = self._word_vocabs()
         max_chars = self.config.max_chars
         numbers, kinds = self.config.number_tokens, self.config.meta_kinds
+        # header-less input reads as absent only for the ensemble, whose trees saw it
+        absent = self.config.stacked
         log = math.log
         for r, msg in enumerate(messages):
             body = msg.body[:max_chars]
@@ -292,13 +350,36 @@ class Featurizer:
                 w = np.asarray(vals, dtype=np.float32) * idf[idx]
                 norm = float(np.sqrt(np.dot(w, w)))
                 row[text_off + np.asarray(idx)] = w / norm
+            if absent and msg.from_fields:
+                row[_DELIVERY_COLUMNS] = np.nan
+                row[meta_off : meta_off + len(meta_vocab)] = np.nan
+                continue
             for tok in meta_tokens(msg, kinds):
                 j = meta_vocab.get(tok)
                 if j is not None:
                     row[meta_off + j] = 1.0
+        n_base = self.n_base_features
         if reputation is not None:
-            out[:, -len(REPUTATION_FEATURES) :] = reputation
+            out[:, n_base - len(REPUTATION_FEATURES) : n_base] = reputation
+        if self.config.stacked:
+            self._stacking_block(messages, out[:, n_base:])
         return out
+
+    def _stacking_block(self, messages: Sequence[ParsedMessage], block: np.ndarray) -> None:
+        """Column 0: the char n-gram logit; then one 0/1 column per sign, in ``SIGNS`` order;
+        the last: 1.0 for a message built from JSON fields."""
+        if self.char_model is None:
+            raise RuntimeError("stacked featurizer has no char n-gram model")
+        sign_col = _SIGN_COLUMN
+        for r, msg in enumerate(messages):
+            block[r, 0] = self.char_model.logit(self.char_text(msg))
+            if msg.from_fields:
+                block[r, -1] = 1.0
+            if msg.signs:
+                for name in msg.signs.split():
+                    j = sign_col.get(name)
+                    if j is not None:
+                        block[r, j] = 1.0
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:
@@ -306,6 +387,8 @@ class Featurizer:
         config = asdict(self.config)
         if not config["reputation"]:
             del config["reputation"]  # state (and hash) of earlier bundles stays the same
+        if not config["stacked"]:
+            del config["stacked"], config["char_features"]
         return {
             "format": FEATURIZER_FORMAT,
             "config": config,
@@ -315,6 +398,11 @@ class Featurizer:
             "meta_vocab": sorted(self.meta_vocab, key=self.meta_vocab.__getitem__),
             **(
                 {"reputation_features": list(REPUTATION_FEATURES)} if self.config.reputation else {}
+            ),
+            **(
+                {"stack_columns": list(STACK_COLUMNS), "char_model": self.char_model.to_dict()}
+                if self.config.stacked and self.char_model is not None
+                else {}
             ),
         }
 
@@ -334,6 +422,10 @@ class Featurizer:
         f.meta_vocab = {t: i for i, t in enumerate(state["meta_vocab"])}
         if len(f.idf) != len(f.text_vocab):
             raise ValueError("featurizer state is corrupt: idf and vocabulary lengths differ")
+        if f.config.stacked:
+            if list(state.get("stack_columns", ())) != list(STACK_COLUMNS):
+                raise ValueError("featurizer state was saved with a different stacking block")
+            f.char_model = CharNgramModel.from_dict(state["char_model"])
         return f
 
     def to_json(self) -> str:

@@ -52,6 +52,25 @@ class ModelBundle:
     def threshold(self) -> float:
         return float(self.meta["threshold"])
 
+    def actions(self, from_fields: bool = False) -> tuple[tuple[str, float], ...]:
+        """(action, lowest score that takes it), strictest first: ``reject``, then ``junk``
+        (the label's threshold); every other score is ``deliver``. A message built from JSON
+        fields has its own thresholds at the same budgets (``junk_fields``), when the model
+        has them. A bundle written before the bands had only the label's threshold."""
+        bands = self.meta.get("thresholds") or {}
+        suffix = "_fields" if from_fields and "junk_fields" in bands else ""
+        junk = float(bands.get("junk" + suffix, self.threshold))
+        reject = float(bands.get("reject" + suffix, float("inf")))
+        return (("reject", max(reject, junk)), ("junk", junk))
+
+    def decide(self, score: float, from_fields: bool = False) -> tuple[str, float]:
+        """(action, the ``junk`` threshold the label is judged at) for one score."""
+        bands = self.actions(from_fields)
+        for name, lowest in bands:
+            if score >= lowest:
+                return name, bands[1][1]
+        return "deliver", bands[1][1]
+
     @classmethod
     def load(cls, path: str | Path, intra_op_threads: int = 1) -> ModelBundle:
         """Load and verify: the ONNX file must match the hash recorded when it was written."""

@@ -21,6 +21,8 @@ from email.policy import compat32
 
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
+from spam_serving import signs as _signs
+
 MAX_RAW_BYTES = 2_000_000
 """Raw messages above this are cut before parsing (flagged ``truncated``)."""
 MAX_BODY_CHARS = 100_000
@@ -68,6 +70,10 @@ class ParsedMessage:
     defects: str | None = None
     parse_error: str | None = None
     content_hash: str = ""
+    #: Rule-style evidence (``spam_serving.signs``): sorted, space-separated sign names.
+    signs: str = ""
+    #: Built from JSON fields (``message_from_fields``): no delivery headers to judge.
+    from_fields: bool = False
 
     def to_record(self) -> dict:
         """Plain dict (Parquet row); :func:`from_record` is its exact inverse. A shallow copy:
@@ -181,16 +187,20 @@ class _Headers:
     the request path); values go through the message policy exactly as ``get`` returns them.
     """
 
-    __slots__ = ("_fetch", "first", "n_received")
+    __slots__ = ("_fetch", "first", "n_received", "received")
 
     def __init__(self, msg: Message) -> None:
         self._fetch = msg.policy.header_fetch_parse
         self.first: dict[str, tuple[str, object]] = {}
         self.n_received = 0
+        #: The first ``Received:`` values, newest first, as text (the signs read them).
+        self.received: list[str] = []
         for name, value in msg.raw_items():
             key = name.lower()
             if key == "received":
                 self.n_received += 1
+                if len(self.received) < _signs.MAX_RECEIVED:
+                    self.received.append(_clean(str(value)))
             if key not in self.first:
                 self.first[key] = (name, value)
 
@@ -198,6 +208,11 @@ class _Headers:
         """``msg.get(key, default)`` for a lower-case ``key``."""
         hit = self.first.get(key)
         return default if hit is None else self._fetch(*hit)
+
+    def text(self, key: str) -> str:
+        """The first value of ``key`` as clean text, ``""`` when absent."""
+        hit = self.first.get(key)
+        return "" if hit is None else _clean(str(self._fetch(*hit)))
 
 
 def _received_at(msg: Message, headers: _Headers) -> datetime | None:
@@ -305,11 +320,14 @@ def _may_name_file(part: Message, disposition: str) -> bool:
     return "name" in disposition or "name" in str(part.get("Content-Type", "")).lower()
 
 
-def parse_message(raw: bytes | str) -> ParsedMessage:
-    """Parse one raw RFC822 message. Never raises: problems land in ``parse_error``."""
+def parse_message(raw: bytes | str, *, from_fields: bool = False) -> ParsedMessage:
+    """Parse one raw RFC822 message. Never raises: problems land in ``parse_error``.
+
+    ``from_fields``: the message was assembled from JSON fields (``message_from_fields``),
+    so its missing delivery headers say nothing (no delivery sign is raised)."""
     if isinstance(raw, str):
         raw = raw.encode("utf-8", "surrogateescape")
-    out = ParsedMessage()
+    out = ParsedMessage(from_fields=from_fields)
     if len(raw) > MAX_RAW_BYTES:
         raw = raw[:MAX_RAW_BYTES]
         out.truncated = True
@@ -323,12 +341,13 @@ def parse_message(raw: bytes | str) -> ParsedMessage:
         return out
 
     headers = _Headers(msg)
+    raw_subject = headers.text("subject")
     out.subject = decode_header_value(headers.get("subject"))
     name_addr = email.utils.parseaddr(_clean(str(headers.get("from", ""))))
     out.sender = name_addr[1].lower()
     if "@" in out.sender:
         out.sender_domain = registrable_domain(out.sender.rsplit("@", 1)[1])
-    reply_to = email.utils.parseaddr(_clean(str(headers.get("reply-to", ""))))[1]
+    reply_to = email.utils.parseaddr(_clean(str(headers.get("reply-to", ""))))[1].lower()
     if "@" in reply_to:
         out.reply_to_domain = registrable_domain(reply_to.rsplit("@", 1)[1])
     out.sent_at = _parse_date(_clean(str(headers.get("date", ""))))
@@ -339,6 +358,7 @@ def parse_message(raw: bytes | str) -> ParsedMessage:
 
     plain: list[str] = []
     html: list[str] = []
+    found: set[str] = set()
     for part in msg.walk():
         out.n_parts += 1
         if part.is_multipart():
@@ -352,6 +372,7 @@ def parse_message(raw: bytes | str) -> ParsedMessage:
         ):
             out.n_attachments += 1
             continue
+        _encoding_signs(part, found)
         try:
             payload = part.get_payload(decode=True)
         except Exception as exc:  # broken base64/quoted-printable
@@ -373,19 +394,18 @@ def parse_message(raw: bytes | str) -> ParsedMessage:
     domains = [registrable_domain(d) for d in _URL_RE.findall(url_source)]
     out.n_urls = len(domains)
     out.url_domains = " ".join(dict.fromkeys(domains))
-    if out.html_only:
+    visible = ""
+    if html_text:
         try:
-            body, out.n_images, out.n_links = _html_to_text(html_text)
+            visible, out.n_images, out.n_links = _html_to_text(html_text)
         except Exception as exc:  # selectolax is robust, but never let HTML kill a request
             errors.append(f"html: {type(exc).__name__}")
-            body = re.sub(r"<[^>]*>", " ", html_text)
-    else:
-        body = plain_text
-        if html_text:
-            try:
-                _, out.n_images, out.n_links = _html_to_text(html_text)
-            except Exception as exc:
-                errors.append(f"html: {type(exc).__name__}")
+            visible = re.sub(r"<[^>]*>", " ", html_text)
+        found |= _signs.html_signs(html_text, visible, out.n_images)
+        alternative = plain and msg.get_content_type() == "multipart/alternative"
+        if alternative and _signs.alt_text_differs(plain_text, visible):
+            found.add("html_alt_text_differs")
+    body = visible if out.html_only else plain_text
     if len(body) > MAX_BODY_CHARS:
         body = body[:MAX_BODY_CHARS]
         out.truncated = True
@@ -394,7 +414,40 @@ def parse_message(raw: bytes | str) -> ParsedMessage:
     out.defects = ",".join(sorted(defects)) or None
     out.parse_error = "; ".join(errors) or None
     out.content_hash = content_hash(out.subject, out.body)
+    skew = None
+    if out.sent_at is not None and out.received_at is not None:
+        skew = (out.received_at - out.sent_at).total_seconds() / 3600.0
+    found |= _signs.header_signs(
+        headers.text,
+        headers.received,
+        sender=out.sender,
+        sender_domain=out.sender_domain,
+        reply_to=reply_to,
+        html_only=out.html_only,
+        skew_hours=skew,
+        date_present="date" in headers.first,
+        date_parsed=out.sent_at is not None,
+        raw_subject=raw_subject,
+        subject=out.subject,
+        url_domains=out.url_domains.split(),
+    )
+    found |= _signs.url_signs(url_source)
+    found |= _signs.text_signs(out.body)
+    out.signs = _signs.sign_string(found, from_fields)
     return out
+
+
+def _encoding_signs(part: Message, found: set[str]) -> None:
+    """Transfer-encoding signs of a text part: base64 text, over-long quoted-printable lines."""
+    cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    if cte == "base64":
+        found.add("text_base64")
+    elif cte == "quoted-printable":
+        payload = part.get_payload()
+        if isinstance(payload, str) and any(
+            len(line) > 78 for line in payload[: _signs.HTML_SCAN].splitlines()
+        ):
+            found.add("qp_long_lines")
 
 
 def message_from_fields(
@@ -403,7 +456,9 @@ def message_from_fields(
     """Build a message from JSON fields (the service's structured input) via the same parser.
 
     Going through :func:`parse_message` keeps one code path: a JSON request and the
-    equivalent raw message produce the same features.
+    equivalent raw message produce the same features. Without a ``Received`` header the
+    message is marked ``from_fields``: what delivery headers would say is absent, not
+    suspicious (``spam_serving.signs``, ``spam_serving.featurize``).
     """
     skip = ("subject", "from", "content-type", "content-transfer-encoding", "mime-version")
     lines = [
@@ -417,4 +472,6 @@ def message_from_fields(
         lines.append(f"Subject: {_WS_RE.sub(' ', subject)}")
     lines.append("Content-Type: text/plain; charset=utf-8")
     raw = ("\n".join(lines) + "\n\n" + body).encode("utf-8", "surrogateescape")
-    return parse_message(raw)
+    # with its Received chain a JSON message is judged as the delivered mail it is
+    delivered = any(k.lower() == "received" for k in (headers or {}))
+    return parse_message(raw, from_fields=not delivered)

@@ -301,16 +301,17 @@ class Predictor:
         parsed, x, tops, degraded = await self._featurize(live, messages, inline)
         scores = await live.score(x)
         latency = time.perf_counter() - start
-        threshold = live.threshold
         now = datetime.now(UTC)
         results = []
         labels: Counter[str] = Counter()
         for i, (msg, score) in enumerate(zip(parsed, scores, strict=True)):
-            label = "spam" if score >= threshold else "ham"
+            action, threshold = live.bundle.decide(float(score), msg.from_fields)
+            label = "ham" if action == "deliver" else "spam"
             pid = uuid.uuid4().hex
             result = {
                 "prediction_id": pid,
                 "label": label,
+                "action": action,
                 "spam_probability": float(score),
                 "threshold": threshold,
                 "model_version": live.version,
@@ -337,6 +338,7 @@ class Predictor:
                 x[i],
                 float(score),
                 label,
+                threshold,
                 latency,
                 fallback_from,
                 degraded,
@@ -357,6 +359,7 @@ class Predictor:
         row: np.ndarray,
         score: float,
         label: str,
+        threshold: float,
         latency: float,
         fallback_from: str | None,
         degraded: str | None,
@@ -369,7 +372,7 @@ class Predictor:
             "model_version": live.version,
             "score": score,
             "label": label,
-            "threshold": live.threshold,
+            "threshold": threshold,
             "latency_ms": latency * 1000.0,
             "parse_error": msg.parse_error,
             "sender_domain": msg.sender_domain,

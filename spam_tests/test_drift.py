@@ -144,9 +144,27 @@ def test_psi_and_ks_agree_with_evidently():
             ["feedback accuracy"],
         ),
         ({"n_predictions": 500, "feedback_accuracy": 0.5, "n_feedback": 10}, []),
+        # the ham FP budget (0.1%, promise 2x): one false positive in 100 ham is not evidence,
+        # five are (Wilson lower bound 2.2% > 0.2%)
+        ({"n_predictions": 500, "n_ham_false_positives": 1, "n_feedback_ham": 100}, []),
+        (
+            {"n_predictions": 500, "n_ham_false_positives": 5, "n_feedback_ham": 100},
+            ["feedback ham"],
+        ),
     ],
 )
 def test_retrain_reasons(summary, expected):
+    """Each threshold on its own; the account names every number either way."""
     reasons, account = retrain_reasons(summary, RetrainThresholds())
     assert [r.split(" ")[0] + " " + r.split(" ")[1] for r in reasons] == expected
     assert account
+
+
+def test_wilson_lower_bound_of_the_ham_fpr():
+    from spam_assets.lib.drift import ham_fpr_exceeded, wilson_lower
+
+    assert wilson_lower(0, 100) == 0.0 and wilson_lower(3, 0) == 0.0
+    assert wilson_lower(5, 100) == pytest.approx(0.0215, abs=5e-4)
+    t = RetrainThresholds(ham_fpr_budget=0.01, ham_fpr_factor=2.0)
+    assert not ham_fpr_exceeded(4, 100, t)  # 4% observed, lower bound 1.6% < 2%
+    assert ham_fpr_exceeded(10, 100, t)  # 10%, lower bound 5.5%

@@ -151,7 +151,15 @@ def test_feedback_metrics():
         }
     )
     m = feedback_metrics(df)
-    assert m == {"n_feedback": 4, "n_correct": 2, "accuracy": 0.5, "f1": 0.5, "ham_fpr": 0.5}
+    assert m == {
+        "n_feedback": 4,
+        "n_correct": 2,
+        "accuracy": 0.5,
+        "f1": 0.5,
+        "ham_fpr": 0.5,
+        "n_feedback_ham": 2,
+        "n_ham_false_positives": 1,
+    }
     assert feedback_metrics(df.iloc[4:])["accuracy"] is None
 
 

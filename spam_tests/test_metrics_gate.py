@@ -110,3 +110,26 @@ def test_gate_compares_with_the_champion_at_its_false_positive_rate():
     assert "no matched-FPR comparison" in gate_failures(good, {"f1": 0.8}, floors)[0]
     # the floors still apply on top
     assert len(gate_failures({"f1": 0.7, "easy_ham_fpr": 0.02}, champ, floors)) == 2
+
+
+def test_threshold_for_budget_holds_it_with_confidence():
+    """A budget is only as good as the held-out ham behind it: 2,595 ham cannot certify 0.1%
+    (zero false positives in 2,595 still allows 0.115% at 95%), 10,000 allow four."""
+    from scipy.stats import beta
+
+    from spam_assets.lib.metrics import allowed_false_positives, threshold_for_budget
+
+    k, bound = allowed_false_positives(2595, 0.001, 0.95)
+    assert k == 0 and bound == pytest.approx(1 - 0.05 ** (1 / 2595)) and bound > 0.001
+    k, bound = allowed_false_positives(10_000, 0.001, 0.95)
+    assert k == 4 and bound <= 0.001 < beta.ppf(0.95, 6, 10_000 - 5)
+    assert allowed_false_positives(10_000, 0.001, 0.0) == (10, 0.001)  # the point estimate
+    rng = np.random.default_rng(3)
+    y = np.r_[np.zeros(10_000, dtype=int), np.ones(500, dtype=int)]
+    scores = np.r_[rng.random(10_000) * 0.9, 0.5 + rng.random(500) * 0.5]
+    band = threshold_for_budget(y, scores, 0.001, 0.95)
+    assert band["certified"] and band["allowed_false_positives"] == 4
+    assert int((scores[y == 0] >= band["threshold"]).sum()) == 4
+    strict = threshold_for_budget(y[9_000:], scores[9_000:], 0.001, 0.95)
+    assert not strict["certified"] and strict["allowed_false_positives"] == 0
+    assert strict["threshold"] > scores[9_000:][y[9_000:] == 0].max()

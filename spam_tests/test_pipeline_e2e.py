@@ -148,9 +148,9 @@ def test_full_chain(small_run: Path, instance, monkeypatch):
     assert again["f1"] == pytest.approx(ev["f1"], abs=1e-9)
     assert version.tags["featurizer_hash"] == bundle.featurizer.state_hash
 
-    # the final fit covers train + validation (the newest data); the threshold and the
-    # score-drift reference use the out-of-sample validation scores, not the deployed
-    # model's in-sample ones
+    # the final fit covers train + validation (the newest data); the thresholds and the
+    # score-drift reference use out-of-fold scores of the whole training period (the
+    # ensemble's time-blocked cross-fit), not the deployed model's in-sample ones
     n_fit = int(splits["split"].isin(["train", "validation"]).sum())
     selection = latest_metadata(instance, "feature_pipeline")
     assert selection["fitted_on_rows"] == int((splits["split"] == "train").sum())
@@ -158,16 +158,24 @@ def test_full_chain(small_run: Path, instance, monkeypatch):
     assert meta["featurizer_refitted"] is True
     assert bundle.featurizer.state_hash != selection["state_hash"]
     with open(home / "data" / "assets" / "tuned_model.pkl", "rb") as f:
-        oos = np.asarray(pickle.load(f)["validation_scores"])
+        tuned = pickle.load(f)
+    oos = np.asarray(tuned["oof_scores"]["validation"])
+    assert tuned["stack"] is not None and set(tuned["thresholds"]) >= {"junk", "reject"}
+    assert meta["thresholds_chosen_on"].startswith("out-of-fold")
     ref = pd.read_parquet(str(latest_metadata(instance, "drift_reference")["path"]))
+    assert ref["score_out_of_sample"].all()
     np.testing.assert_allclose(ref.loc[ref["split"] == "validation", "score"], oos)
+    np.testing.assert_allclose(
+        ref.loc[ref["split"] == "train", "score"], tuned["oof_scores"]["train"]
+    )
     val = splits[splits["split"] == "validation"]
     val_messages = [from_record(r) for r in val.to_dict("records")]
     in_sample = bundle.predict_proba(val_messages, historical_reputation(store, val_messages))
     assert np.abs(in_sample - oos).max() > 1e-3
 
     # Feast: offline tables, registry, and rows in the real Redis (auto found it)
-    assert bundle.featurizer.feature_names[-1] == "rep:sender_spam_rate"
+    names = bundle.featurizer.feature_names
+    assert names[bundle.featurizer.n_base_features - 1] == "rep:sender_spam_rate"
     rep_meta = latest_metadata(instance, "sender_reputation")
     assert rep_meta["domain_reputation_rows"] > 0
     online = latest_metadata(instance, "online_features")
@@ -188,6 +196,15 @@ def test_full_chain(small_run: Path, instance, monkeypatch):
         timeout=30,
     )
     assert answer.status_code == 200 and answer.json()["model_version"] == "1"
+    # the ensemble answers a JSON-fields message with that door's own thresholds, and with
+    # the action its band maps to
+    bands = bundle.meta["thresholds"]
+    assert answer.json()["threshold"] == pytest.approx(bands["junk_fields"])
+    expected = "deliver"
+    for action in ("junk", "reject"):
+        if answer.json()["spam_probability"] >= bands[action + "_fields"]:
+            expected = action
+    assert answer.json()["action"] == expected
     assert "degraded" not in answer.json()  # Redis answered the reputation lookup
     assert answer.json()["top_features"]
     bento_meta = latest_metadata(instance, "bento")

@@ -75,6 +75,7 @@ def test_predict_contract_and_explanations(served):
     assert set(body) >= {
         "prediction_id",
         "label",
+        "action",
         "spam_probability",
         "threshold",
         "model_version",
@@ -84,6 +85,8 @@ def test_predict_contract_and_explanations(served):
     assert body["label"] in ("spam", "ham") and 0.0 <= body["spam_probability"] <= 1.0
     assert body["model_version"] == "1" and body["environment"] == "production"
     assert (body["label"] == "spam") == (body["spam_probability"] >= body["threshold"])
+    # a bundle without action bands: junk above the label's threshold, never reject
+    assert body["action"] == ("junk" if body["label"] == "spam" else "deliver")
     tops = body["top_features"]
     assert len(tops) == 5
     mags = [abs(t["contribution"]) for t in tops]

@@ -41,37 +41,6 @@ class StorageResource(dg.ConfigurableResource):
         return Path(self.bundles_dir) / model_name / f"v{version}"
 
 
-class ModelPolicy(dg.ConfigurableResource):
-    """Featurizer sizes, operating point and the quality-gate floors (DESIGN.md section 4).
-
-    No defaults here on purpose: :func:`build_resources` fills every field from
-    :class:`SpamSettings`, the one place defaults live."""
-
-    max_text_features: int
-    max_meta_features: int
-    min_df: int
-    validation_fraction: float
-    refit_with_validation: bool
-    target_ham_fpr: float
-    gate_min_f1: float
-    gate_max_easy_ham_fpr: float
-    gate_max_f1_regression: float
-    gate_compare: str
-    gate_max_recall_regression: float
-    reputation_features: bool
-
-    def featurizer_config(self):
-        """The featurizer's configuration (asset and quality benchmark build it the same way)."""
-        from spam_serving.featurize import FeaturizerConfig
-
-        return FeaturizerConfig(
-            max_text_features=self.max_text_features,
-            max_meta_features=self.max_meta_features,
-            min_df=self.min_df,
-            reputation=self.reputation_features,
-        )
-
-
 class SettingsSlice(dg.ConfigurableResource):
     """A resource that is a named slice of :class:`SpamSettings`: field ``f`` is setting
     ``PREFIX + f`` (or ``f`` itself when in ``UNPREFIXED``). ``from_settings`` fills it and
@@ -98,6 +67,58 @@ class SettingsSlice(dg.ConfigurableResource):
             name, value = self._setting(field), getattr(self, field)
             update[name] = Path(value) if value is not None and _is_path(name) else value
         return get_settings().model_copy(update=update)
+
+
+class ModelPolicy(SettingsSlice):
+    """Featurizer sizes, the model kind, operating points and the quality-gate floors
+    (DESIGN.md section 4); every field is the setting of the same name."""
+
+    max_text_features: int
+    max_meta_features: int
+    min_df: int
+    validation_fraction: float
+    refit_with_validation: bool
+    target_ham_fpr: float
+    reject_ham_fpr: float
+    budget_confidence: float
+    ensemble: bool
+    ensemble_folds: int
+    stack_l2: float
+    balance_ham_groups: bool
+    char_features: int
+    gate_min_f1: float
+    gate_max_easy_ham_fpr: float
+    gate_max_f1_regression: float
+    gate_compare: str
+    gate_max_recall_regression: float
+    reputation_features: bool
+
+    def training_policy(self):
+        """What ``spam_assets.lib.training.train`` follows (asset and benchmark alike)."""
+        from spam_assets.lib.training import TrainingPolicy
+
+        return TrainingPolicy(
+            refit_with_validation=self.refit_with_validation,
+            target_ham_fpr=self.target_ham_fpr,
+            reject_ham_fpr=self.reject_ham_fpr,
+            budget_confidence=self.budget_confidence,
+            ensemble_folds=self.ensemble_folds,
+            stack_l2=self.stack_l2,
+            balance_ham_groups=self.balance_ham_groups,
+        )
+
+    def featurizer_config(self):
+        """The featurizer's configuration (asset and quality benchmark build it the same way)."""
+        from spam_serving.featurize import FeaturizerConfig
+
+        return FeaturizerConfig(
+            max_text_features=self.max_text_features,
+            max_meta_features=self.max_meta_features,
+            min_df=self.min_df,
+            reputation=self.reputation_features,
+            stacked=self.ensemble,
+            char_features=self.char_features,
+        )
 
 
 def _is_path(setting: str) -> bool:
@@ -273,6 +294,8 @@ class MonitoringResource(dg.ConfigurableResource):
     html_max_rows: int
     accuracy_floor: float
     feedback_min_count: int
+    target_ham_fpr: float
+    ham_fpr_alert_factor: float
     feedback_lookback_hours: int
     log_retention_hours: int
     retrain_cooldown_hours: float
@@ -309,6 +332,8 @@ class MonitoringResource(dg.ConfigurableResource):
             accuracy_floor=self.accuracy_floor,
             min_feedback=self.feedback_min_count,
             min_predictions=self.min_predictions,
+            ham_fpr_budget=self.target_ham_fpr,
+            ham_fpr_factor=self.ham_fpr_alert_factor,
         )
 
     def canary_policy(self):
@@ -449,20 +474,7 @@ def build_resources(settings: SpamSettings | None = None) -> dict[str, object]:
             download_timeout_s=s.download_timeout_s,
         ),
         "storage": StorageResource(data_dir=str(s.data_dir), bundles_dir=str(s.bundles_dir)),
-        "policy": ModelPolicy(
-            max_text_features=s.max_text_features,
-            max_meta_features=s.max_meta_features,
-            min_df=s.min_df,
-            validation_fraction=s.validation_fraction,
-            refit_with_validation=s.refit_with_validation,
-            target_ham_fpr=s.target_ham_fpr,
-            gate_min_f1=s.gate_min_f1,
-            gate_max_easy_ham_fpr=s.gate_max_easy_ham_fpr,
-            gate_max_f1_regression=s.gate_max_f1_regression,
-            gate_compare=s.gate_compare,
-            gate_max_recall_regression=s.gate_max_recall_regression,
-            reputation_features=s.reputation_features,
-        ),
+        "policy": ModelPolicy.from_settings(s),
         "feast": FeastResource.from_settings(s),
         "tuning": TuningResource(
             ray_address=s.ray_address,
@@ -507,6 +519,8 @@ def build_resources(settings: SpamSettings | None = None) -> dict[str, object]:
             html_max_rows=s.drift_html_max_rows,
             accuracy_floor=s.feedback_accuracy_floor,
             feedback_min_count=s.feedback_min_count,
+            target_ham_fpr=s.target_ham_fpr,
+            ham_fpr_alert_factor=s.ham_fpr_alert_factor,
             feedback_lookback_hours=s.feedback_lookback_hours,
             log_retention_hours=s.log_retention_hours,
             retrain_cooldown_hours=s.retrain_cooldown_hours,

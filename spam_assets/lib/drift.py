@@ -185,6 +185,27 @@ class RetrainThresholds:
     accuracy_floor: float = 0.9
     min_feedback: int = 50
     min_predictions: int = 200
+    #: the served model's ham FP budget (``SPAM_TARGET_HAM_FPR``) and how far live ham may
+    #: exceed it: the promise is "within 2x" (DESIGN.md section 4)
+    ham_fpr_budget: float = 0.001
+    ham_fpr_factor: float = 2.0
+
+
+def wilson_lower(k: int, n: int, z: float = 1.96) -> float:
+    """Lower end of the 95% Wilson interval of ``k / n`` (0 for no trials)."""
+    if n <= 0:
+        return 0.0
+    p = k / n
+    centre = p + z * z / (2 * n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float(max(0.0, (centre - half) / (1 + z * z / n)))
+
+
+def ham_fpr_exceeded(fp: int, n_ham: int, t: RetrainThresholds) -> bool:
+    """Live ham is junked beyond the promise with 95% confidence: the Wilson lower bound of
+    the feedback ham FPR above ``factor x budget``. A point estimate would fire on one
+    unlucky label at a 0.1% budget; the bound needs evidence (at 0.1%, e.g. 3 of 100 ham)."""
+    return n_ham > 0 and wilson_lower(fp, n_ham) > t.ham_fpr_factor * t.ham_fpr_budget
 
 
 def retrain_reasons(summary: dict, t: RetrainThresholds) -> tuple[list[str], str]:
@@ -204,6 +225,16 @@ def retrain_reasons(summary: dict, t: RetrainThresholds) -> tuple[list[str], str
         reasons.append(f"drifted feature share {share:.2f} > {t.drift_share}")
     if acc is not None and acc >= 0 and n_fb >= t.min_feedback and acc < t.accuracy_floor:
         reasons.append(f"feedback accuracy {acc:.3f} < {t.accuracy_floor} on {n_fb} labels")
+    fp, n_ham = (
+        int(summary.get("n_ham_false_positives") or 0),
+        int(summary.get("n_feedback_ham") or 0),
+    )
+    if ham_fpr_exceeded(fp, n_ham, t):
+        reasons.append(
+            f"feedback ham FPR {fp}/{n_ham} = {fp / n_ham:.2%} (95% lower bound "
+            f"{wilson_lower(fp, n_ham):.2%}) > {t.ham_fpr_factor:g}x the "
+            f"{t.ham_fpr_budget:.2%} budget"
+        )
     acc_text = (
         f"feedback accuracy {acc:.3f} on {n_fb} labels"
         if acc is not None and acc >= 0
@@ -212,6 +243,7 @@ def retrain_reasons(summary: dict, t: RetrainThresholds) -> tuple[list[str], str
     account = (
         f"score PSI {score_psi if score_psi is not None else float('nan'):.3f} "
         f"(threshold {t.score_psi}), drifted share {share or 0:.2f} (threshold {t.drift_share}), "
-        f"{acc_text} (floor {t.accuracy_floor}, min {t.min_feedback} labels)"
+        f"{acc_text} (floor {t.accuracy_floor}, min {t.min_feedback} labels), "
+        f"feedback ham FPR {fp}/{n_ham} (budget {t.ham_fpr_budget:.2%} x {t.ham_fpr_factor:g})"
     )
     return reasons, account

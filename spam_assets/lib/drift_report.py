@@ -9,8 +9,8 @@ import pandas as pd
 
 from spam_assets.lib.files import write_atomic
 
-#: training-period rows the reference is built from (scores use validation only: train
-#: scores are in-sample and would look like drift)
+#: training-period rows the reference is built from (score drift uses the rows whose scores
+#: are out-of-sample, ``score_out_of_sample``: in-sample scores would look like drift)
 REFERENCE_SPLITS = ("train", "validation")
 
 

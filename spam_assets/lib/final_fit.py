@@ -37,9 +37,10 @@ def deployed_features(
         parts[str(split)] = messages_of(part)
     fit_msgs = [m for split in FIT_SPLITS for m in parts[split]]
     featurizer = Featurizer(config).fit(fit_msgs, _fit_labels(feature_matrices))
+    n_base = feature_pipeline.n_base_features
     matrices = {
         split: featurizer.transform(
-            msgs, feature_matrices[split]["X"][:, -n_rep:] if n_rep else None
+            msgs, feature_matrices[split]["X"][:, n_base - n_rep : n_base] if n_rep else None
         )
         for split, msgs in parts.items()
     }

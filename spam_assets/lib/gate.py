@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class GateFloors:
-    min_f1: float = 0.90
+    min_f1: float = 0.80
     max_easy_ham_fpr: float = 0.01
     max_f1_regression: float = 0.0
     compare: str = "matched_fpr"

@@ -30,6 +30,51 @@ def threshold_for_fpr(y_true: np.ndarray, scores: np.ndarray, max_fpr: float) ->
     return threshold_for_false_positives(y_true, scores, int(np.floor(max_fpr * n_ham + 1e-9)))
 
 
+def allowed_false_positives(n_ham: int, budget: float, confidence: float) -> tuple[int, float]:
+    """The most held-out ham false positives ``k`` whose one-sided Clopper-Pearson upper bound
+    on the ham FPR (at ``confidence``) stays within ``budget``, and that bound.
+
+    A point estimate certifies nothing at the low-FP end: with 2,600 held-out ham a 0.1%
+    budget "allows" 2 false positives, and the next period may see twice that. With the
+    bound, ``k`` false positives are allowed only if the true rate is within budget with
+    the stated confidence. When even ``k = 0`` cannot certify it (fewer than about
+    ``3 / budget`` ham at 95%), the answer is ``k = 0`` with its bound above the budget: the
+    threshold goes above every held-out ham, the most a sample that size can promise.
+    ``confidence = 0`` gives the point estimate (``floor(budget * n_ham)``)."""
+    from scipy.stats import beta
+
+    if n_ham <= 0:
+        return 0, 1.0
+    if confidence <= 0:
+        k = int(np.floor(budget * n_ham + 1e-9))
+        return k, k / n_ham
+
+    def upper(k: int) -> float:
+        return 1.0 if k >= n_ham else float(beta.ppf(confidence, k + 1, n_ham - k))
+
+    k = 0
+    while k + 1 < n_ham and upper(k + 1) <= budget:
+        k += 1
+    return k, upper(k)
+
+
+def threshold_for_budget(
+    y_true: np.ndarray, scores: np.ndarray, budget: float, confidence: float
+) -> dict:
+    """The lowest threshold that keeps the ham FPR within ``budget`` with ``confidence``
+    (:func:`allowed_false_positives`): threshold, allowed false positives, the bound, and
+    whether the sample could certify the budget at all."""
+    n_ham = int((np.asarray(y_true) == 0).sum())
+    k, bound = allowed_false_positives(n_ham, budget, confidence)
+    return {
+        "threshold": threshold_for_false_positives(y_true, scores, k) if n_ham else 0.5,
+        "allowed_false_positives": k,
+        "n_ham": n_ham,
+        "fpr_upper_bound": bound,
+        "certified": bound <= budget,
+    }
+
+
 def threshold_for_false_positives(y_true: np.ndarray, scores: np.ndarray, allowed: int) -> float:
     """Lowest threshold that lets at most ``allowed`` ham messages score at or above it."""
     ham = np.sort(np.asarray(scores)[np.asarray(y_true) == 0])[::-1]

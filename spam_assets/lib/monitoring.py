@@ -102,7 +102,15 @@ def feedback_metrics(df: pd.DataFrame) -> dict:
     labelled = df[df["true_label"].notna()] if "true_label" in df else df.iloc[:0]
     n = len(labelled)
     if n == 0:
-        return {"n_feedback": 0, "n_correct": 0, "accuracy": None, "f1": None, "ham_fpr": None}
+        return {
+            "n_feedback": 0,
+            "n_correct": 0,
+            "accuracy": None,
+            "f1": None,
+            "ham_fpr": None,
+            "n_feedback_ham": 0,
+            "n_ham_false_positives": 0,
+        }
     y = (labelled["true_label"] == "spam").to_numpy()
     p = (labelled["label"] == "spam").to_numpy()
     tp, fp, fn = int((y & p).sum()), int((~y & p).sum()), int((y & ~p).sum())
@@ -113,6 +121,8 @@ def feedback_metrics(df: pd.DataFrame) -> dict:
         "accuracy": float((y == p).mean()),
         "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None,
         "ham_fpr": fp / n_ham if n_ham else None,
+        "n_feedback_ham": n_ham,
+        "n_ham_false_positives": fp,
     }
 
 

@@ -1,11 +1,13 @@
-"""Export stage: XGBoost -> ONNX, written as a bundle with the featurizer it needs."""
+"""Export stage: the model (XGBoost, or the ensemble around it) -> one ONNX graph, written
+as a bundle with the featurizer it needs."""
 
 import dagster as dg
 
 from spam_assets.azure_target import k8s_op_tags
 from spam_assets.defs.resources import MlflowRegistry, StorageResource
+from spam_assets.lib.ensemble import Stack
 from spam_assets.lib.onnx_export import booster_from_bytes, to_onnx
-from spam_serving.explain import TreeExplainer
+from spam_serving.explain import EnsembleExplainer, TreeExplainer
 from spam_serving.featurize import Featurizer
 from spam_serving.model_bundle import write_bundle
 
@@ -14,7 +16,8 @@ from spam_serving.model_bundle import write_bundle
     group_name="export",
     kinds={"onnx"},
     op_tags=k8s_op_tags("onnx_model"),
-    description="ONNX model + featurizer state + threshold, versioned together as a bundle.",
+    description="The model as one ONNX graph + featurizer state + action thresholds + "
+    "explainer, versioned together as a bundle (what the service loads).",
 )
 def onnx_model(
     context: dg.AssetExecutionContext,
@@ -39,7 +42,12 @@ def onnx_model(
             "re-materialize tuned_model"
         )
     booster = booster_from_bytes(tuned_model["booster"])
-    onnx_bytes = to_onnx(booster, featurizer.n_features)
+    stack = Stack.from_dict(tuned_model["stack"]) if tuned_model.get("stack") else None
+    n_base = featurizer.n_base_features
+    onnx_bytes = to_onnx(booster, featurizer.n_features, stack, n_base)
+    explainer = TreeExplainer.from_xgboost_json(booster.save_raw("json"))
+    if stack is not None:
+        explainer = EnsembleExplainer.from_stack(explainer, n_base, stack)
     version = tuned_model["model_version"]
     path = storage.bundle_dir(tuned_model["model_name"], version)
     meta = write_bundle(
@@ -52,12 +60,15 @@ def onnx_model(
             "model_version": version,
             "mlflow_run_id": tuned_model["run_id"],
             "threshold": tuned_model["threshold"],
+            "thresholds": tuned_model.get("thresholds", {"junk": tuned_model["threshold"]}),
             "fpr_thresholds": {str(k): v for k, v in tuned_model["fpr_thresholds"].items()},
+            "stack": tuned_model.get("stack"),
+            "n_base": n_base,
             "test_metrics": {
                 k: v for k, v in model_evaluation["metrics"].items() if not isinstance(v, dict)
             },
         },
-        explainer=TreeExplainer.from_xgboost_json(booster.save_raw("json")),
+        explainer=explainer,
     )
     client = registry.client()
     client.log_artifacts(tuned_model["run_id"], str(path), "bundle")

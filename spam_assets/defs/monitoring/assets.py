@@ -10,7 +10,13 @@ import pandas as pd
 
 from spam_assets.defs.monitoring.partitions import HOURLY
 from spam_assets.defs.resources import MonitoringResource
-from spam_assets.lib.drift import column_drift, dataset_drift, drifted_share, retrain_reasons
+from spam_assets.lib.drift import (
+    column_drift,
+    dataset_drift,
+    drifted_share,
+    retrain_reasons,
+    wilson_lower,
+)
 from spam_assets.lib.drift_report import (
     REFERENCE_SPLITS,
     evidently_html,
@@ -80,17 +86,19 @@ def drift_reference(
     """Per model version, because score drift must compare a model with itself: the file for
     v<N> holds the training rows' structural features and v<N>'s scores. The rows come from
     ``feature_matrices`` and the deployed model's own matrices (``tuned_model``), so nothing
-    is parsed or featurized again. The validation rows' scores, which score drift
-    compares live scores with, are ``tuned_model``'s out-of-sample ones: the deployed model
-    may have been fitted on validation too (``fit_final``), and its own scores there would
-    be over-confident, so live traffic would look drifted."""
+    is parsed or featurized again. The scores, which score drift compares live scores with,
+    are ``tuned_model``'s out-of-sample ones wherever it has them (the ensemble: every
+    training-period row, from its time-blocked cross-fit; the trees alone: the validation
+    slice): the deployed model was fitted on those rows, and its own scores there would be
+    over-confident, so live traffic would look drifted."""
     bundle = ModelBundle.load(onnx_model["bundle_path"])
     domains = dataset_splits.set_index("message_id")["sender_domain"].fillna("")
     parts = []
     for split in REFERENCE_SPLITS:
         m = feature_matrices[split]
         part = pd.DataFrame(m["X"][:, : len(NUMERIC_FEATURES)], columns=list(NUMERIC_COLUMNS))
-        oos = tuned_model.get("validation_scores") if split == "validation" else None
+        oos = tuned_model.get("oof_scores", {}).get(split)
+        part["score_out_of_sample"] = oos is not None
         if oos is None:
             oos = bundle.predict_matrix(deployed_matrix(tuned_model, feature_matrices, split))
         part["score"] = np.asarray(oos)
@@ -146,6 +154,9 @@ def drift_report(
         "window": window_text,
         "n_predictions": len(window),
         "n_feedback": fb["n_feedback"],
+        "n_feedback_ham": fb["n_feedback_ham"],
+        "n_ham_false_positives": fb["n_ham_false_positives"],
+        "ham_fpr_budget": monitoring.target_ham_fpr,
         "hours_read_from_raw_log": raw_hours,
     }
     if len(window) < monitoring.min_predictions:
@@ -166,7 +177,11 @@ def drift_report(
         reference, current, columns, monitoring.feature_psi, categorical={"sender_tld"}
     )
     served = current[current["model_version"].astype(str) == version]
-    score_ref = reference[reference["split"] == "validation"]
+    score_ref = reference[
+        reference["score_out_of_sample"]
+        if "score_out_of_sample" in reference
+        else reference["split"] == "validation"  # a reference written before the column
+    ]
     score = column_drift("score", score_ref["score"], served["score"], monitoring.score_psi)
     share = drifted_share(features)
     summary = {
@@ -215,6 +230,9 @@ def drift_report(
     for key in ("accuracy", "f1", "ham_fpr"):
         if fb[key] is not None:
             metadata[f"feedback_{key}"] = round(fb[key], 6)
+    if fb["n_feedback_ham"]:
+        lower = wilson_lower(fb["n_ham_false_positives"], fb["n_feedback_ham"])
+        metadata["feedback_ham_fpr_lower_bound"] = round(lower, 6)
     context.log.info(f"drift {window_text}: {metadata['reasons']}")
     return dg.MaterializeResult(metadata=metadata)
 

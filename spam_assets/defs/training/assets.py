@@ -1,6 +1,7 @@
 """Training stage: Ray Tune search -> refit -> MLflow registry (alias ``challenger``) ->
 evaluation on the time-split test set (against the champion when there is one)."""
 
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -11,10 +12,10 @@ import pandas as pd
 
 from spam_assets.azure_target import k8s_op_tags
 from spam_assets.defs.resources import FeastResource, MlflowRegistry, ModelPolicy, TuningResource
-from spam_assets.lib.final_fit import deployed_matrix, final_fit_inputs
+from spam_assets.lib.ensemble import model_scores
+from spam_assets.lib.final_fit import deployed_matrix
 from spam_assets.lib.messages import messages_of
 from spam_assets.lib.metrics import (
-    FPR_POINTS,
     confusion_markdown,
     evaluate,
     markdown_table,
@@ -22,26 +23,17 @@ from spam_assets.lib.metrics import (
     mcnemar,
     png_markdown,
     pr_curve_png,
-    threshold_for_fpr,
 )
-from spam_assets.lib.onnx_export import booster_from_bytes, native_scores
+from spam_assets.lib.onnx_export import booster_from_bytes
 from spam_assets.lib.reputation import historical_reputation
 from spam_assets.lib.splits import FEEDBACK_GROUP
-from spam_assets.lib.tuning import fit_final, trials_markdown
+from spam_assets.lib.training import bands_markdown, train, tune_data
+from spam_assets.lib.tuning import trials_markdown
 from spam_serving.model_bundle import ModelBundle
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 PIP_REQUIREMENTS = ["xgboost>=3.0", "numpy"]
-
-
-def _tune_data(feature_matrices: dict) -> dict:
-    return {
-        "X_train": feature_matrices["train"]["X"],
-        "y_train": feature_matrices["train"]["y"],
-        "X_val": feature_matrices["validation"]["X"],
-        "y_val": feature_matrices["validation"]["y"],
-    }
 
 
 @dg.asset(
@@ -51,7 +43,9 @@ def _tune_data(feature_matrices: dict) -> dict:
     # dagster-mlflow's resource is a legacy (non-Pythonic) resource, so every resource of this
     # asset is requested by key.
     required_resource_keys={"mlflow", "tuning", "policy", "registry"},
-    description="Ray Tune search over XGBoost parameters; best model registered as challenger.",
+    description="The deployed model: Ray Tune search over XGBoost, then (by default) the "
+    "ensemble of those trees, a char n-gram text model and rule-style signs, with its "
+    "thresholds chosen on out-of-fold scores; registered in MLflow as challenger.",
 )
 def tuned_model(
     context: dg.AssetExecutionContext,
@@ -60,11 +54,12 @@ def tuned_model(
     dataset_splits: pd.DataFrame,
 ) -> dg.Output[dict]:
     """The Dagster run's MLflow run (dagster-mlflow) is the parent; each Tune trial is a
-    nested child run. The refit uses the best config and its early-stopped round count, and
-    the decision threshold is chosen on the validation slice (newest part of train) with a
-    model that never saw it. The deployed model is then fitted on train + validation with a
-    featurizer refitted on both (``SPAM_REFIT_WITH_VALIDATION``, see
-    ``spam_assets.lib.final_fit``): its featurizer and matrices travel in this output."""
+    nested child run. The trees are refitted with the best config and its early-stopped
+    round count on train + validation with a featurizer refitted on both
+    (``SPAM_REFIT_WITH_VALIDATION``, ``spam_assets.lib.final_fit``); the ensemble's second
+    stage and every threshold come from a time-blocked cross-fit of the training period
+    (``spam_assets.lib.training``). The deployed featurizer and matrices travel in this
+    output."""
     import mlflow
     import mlflow.xgboost
 
@@ -76,7 +71,7 @@ def tuned_model(
     if parent is None:
         raise dg.Failure(description="tuned_model: dagster-mlflow did not start an MLflow run")
     parent_id = parent.info.run_id
-    data = _tune_data(feature_matrices)
+    data = tune_data(feature_matrices, feature_pipeline.n_base_features)
     started = time.perf_counter()
     try:
         result = tuning.search(
@@ -92,16 +87,20 @@ def tuned_model(
     tune_s = time.perf_counter() - started
 
     rounds = result.best_iteration + 1
-    featurizer, matrices, final = feature_pipeline, None, None
-    if policy.refit_with_validation:
-        featurizer, matrices, final = final_fit_inputs(
-            feature_pipeline, feature_matrices, dataset_splits
-        )
-    booster, val_scores = fit_final(result.best_config, data, rounds, tuning.num_cpus, final)
+    fit_started = time.perf_counter()
+    trained = train(
+        feature_pipeline=feature_pipeline,
+        feature_matrices=feature_matrices,
+        dataset_splits=dataset_splits,
+        config=result.best_config,
+        rounds=rounds,
+        nthread=tuning.num_cpus,
+        policy=policy.training_policy(),
+    )
+    fit_s = time.perf_counter() - fit_started
+    booster, featurizer = trained.booster, trained.featurizer
     booster.set_param({"nthread": 1})
-    y_val = data["y_val"]
-    threshold = threshold_for_fpr(y_val, val_scores, policy.target_ham_fpr)
-    fpr_thresholds = {f: threshold_for_fpr(y_val, val_scores, f) for f in FPR_POINTS}
+    threshold = trained.thresholds["junk"]
     raw_model = bytes(booster.save_raw("ubj"))
 
     mlf.log_params(
@@ -110,14 +109,18 @@ def tuned_model(
             "num_boost_round": rounds,
             "n_features": featurizer.n_features,
             "target_ham_fpr": policy.target_ham_fpr,
+            "reject_ham_fpr": policy.reject_ham_fpr,
             "refit_with_validation": policy.refit_with_validation,
+            "model_kind": "ensemble" if trained.stack else "xgboost",
         }
     )
     mlf.log_metrics(
         {
             **{f"best_{k}": float(v) for k, v in result.best_metrics.items()},
             "threshold": threshold,
+            "reject_threshold": trained.thresholds["reject"],
             "tune_seconds": tune_s,
+            "fit_seconds": fit_s,
             "n_trials": len(result.trials),
         }
     )
@@ -126,6 +129,9 @@ def tuned_model(
         fz = Path(tmp) / "featurizer.json"
         fz.write_text(featurizer.to_json())
         mlf.log_artifact(str(fz))
+        if trained.stack:
+            (Path(tmp) / "stack.json").write_text(json.dumps(trained.stack, indent=2))
+            mlf.log_artifact(str(Path(tmp) / "stack.json"))
     info = mlflow.xgboost.log_model(
         booster,
         name="model",
@@ -153,12 +159,16 @@ def tuned_model(
             "config": result.best_config,
             "num_boost_round": rounds,
             "threshold": threshold,
-            "fpr_thresholds": fpr_thresholds,
-            # out-of-sample (see fit_final): the score-drift reference
-            "validation_scores": val_scores,
+            "thresholds": trained.thresholds,
+            "fpr_thresholds": trained.fpr_thresholds,
+            # out-of-sample scores per training split: the score-drift reference
+            "oof_scores": trained.oof_scores,
+            # the ensemble's second stage (None: the trees alone)
+            "stack": trained.stack,
+            "n_base": featurizer.n_base_features,
             # the deployed featurizer and, when it is not feature_pipeline, its matrices
             "featurizer": featurizer,
-            "matrices": matrices,
+            "matrices": trained.matrices,
             "model_name": registry.model_name,
             "model_version": version,
             "run_id": parent_id,
@@ -168,15 +178,26 @@ def tuned_model(
         metadata={
             "model_version": version,
             "mlflow_run_id": parent_id,
+            "model_kind": "ensemble (trees + char n-grams + signs)" if trained.stack else "xgboost",
             "threshold": threshold,
+            "reject_threshold": trained.thresholds["reject"],
+            "thresholds_chosen_on": trained.selection,
+            "action_bands": dg.MetadataValue.md(bands_markdown(trained.bands)),
             "num_boost_round": rounds,
-            "fitted_on": "train + validation" if final else "train",
+            "fitted_on": "train + validation" if policy.refit_with_validation else "train",
             "featurizer_refitted": featurizer is not feature_pipeline,
-            "fitted_on_rows": len(data["y_train"]) + (len(y_val) if final else 0),
+            "fitted_on_rows": len(data["y_train"])
+            + (len(data["y_val"]) if policy.refit_with_validation else 0),
             "n_trials": len(result.trials),
             "best_val_aucpr": float(result.best_metrics["val_aucpr"]),
             "tune_seconds": tune_s,
+            "fit_seconds": fit_s,
             "trials": dg.MetadataValue.md(trials_md),
+            **(
+                {"stack_weights": dg.MetadataValue.json(trained.stack_report["weights"])}
+                if trained.stack
+                else {}
+            ),
         },
     )
 
@@ -252,7 +273,12 @@ def model_evaluation(
 ) -> dg.Output[dict]:
     test = feature_matrices["test"]
     booster = booster_from_bytes(tuned_model["booster"])
-    scores = native_scores(booster, deployed_matrix(tuned_model, feature_matrices, "test"))
+    scores = model_scores(
+        booster,
+        tuned_model.get("stack"),
+        deployed_matrix(tuned_model, feature_matrices, "test"),
+        tuned_model.get("n_base", 0),
+    )
     y = np.asarray(test["y"]).astype(int)
     metrics = evaluate(
         y,
@@ -302,6 +328,7 @@ def model_evaluation(
         metadata={
             "model_version": tuned_model["model_version"],
             "f1": metrics["f1"],
+            "recall": metrics["recall"],
             "easy_ham_fpr": metrics["easy_ham_fpr"],
             "hard_ham_fpr": metrics["hard_ham_fpr"],
             "recall_at_fpr_0.1pct": metrics["recall_at_fpr_0.1pct"],

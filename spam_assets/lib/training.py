@@ -1,0 +1,191 @@
+"""What ``tuned_model`` computes after the Ray Tune search: the deployed model (final fit),
+the ensemble's second stage, and the operating points, chosen without test labels.
+
+Operating points: for the ensemble, the out-of-fold scores of the whole training period
+(time-blocked folds, ``spam_assets.lib.ensemble``), so a budget is judged on ~2,600 ham
+instead of the validation slice's ~500; for the tree model alone, the validation slice as
+before. Each action's threshold holds its ham FP budget with a stated confidence (an upper
+bound, not a point estimate: ``spam_assets.lib.metrics.allowed_false_positives``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from spam_assets.lib.ensemble import cross_fit, fields_copy, period_inputs
+from spam_assets.lib.final_fit import FIT_SPLITS, final_fit_inputs
+from spam_assets.lib.metrics import FPR_POINTS, threshold_for_budget, threshold_for_fpr
+from spam_assets.lib.tuning import fit_final, xgb_params
+from spam_serving.featurize import Featurizer
+
+#: The actions of the score bands, mildest first: ``deliver`` below ``junk``'s threshold.
+ACTIONS = ("deliver", "junk", "reject")
+
+
+def tune_data(feature_matrices: dict, n_base: int) -> dict:
+    """Train/validation matrices of the tree model: the columns before the stacking block."""
+    return {
+        "X_train": feature_matrices["train"]["X"][:, :n_base],
+        "y_train": feature_matrices["train"]["y"],
+        "X_val": feature_matrices["validation"]["X"][:, :n_base],
+        "y_val": feature_matrices["validation"]["y"],
+    }
+
+
+@dataclass(frozen=True)
+class TrainingPolicy:
+    """The settings :func:`train` follows (``SPAM_*`` of the same names; their defaults live
+    in ``SpamSettings`` only)."""
+
+    refit_with_validation: bool
+    target_ham_fpr: float
+    reject_ham_fpr: float
+    budget_confidence: float
+    ensemble_folds: int
+    stack_l2: float
+    balance_ham_groups: bool
+
+
+@dataclass
+class Trained:
+    """The deployed model and how its operating points were chosen."""
+
+    booster: object
+    featurizer: Featurizer
+    matrices: dict | None
+    stack: dict | None
+    thresholds: dict[str, float]
+    fpr_thresholds: dict[float, float]
+    #: out-of-sample scores per training split (drift reference, threshold provenance)
+    oof_scores: dict[str, np.ndarray]
+    selection: str
+    stack_report: dict = field(default_factory=dict)
+    #: per action: budget, threshold, allowed false positives, bound, certified
+    bands: dict = field(default_factory=dict)
+    #: the ensemble's out-of-fold scores of the training period's JSON-fields copies
+    oof_fields: np.ndarray | None = None
+
+
+def train(
+    *,
+    feature_pipeline: Featurizer,
+    feature_matrices: dict,
+    dataset_splits: pd.DataFrame,
+    config: dict,
+    rounds: int,
+    nthread: int,
+    policy: TrainingPolicy,
+) -> Trained:
+    """Final fit of the trees (and featurizer), then for a stacked featurizer the time-
+    blocked cross-fit of the ensemble; thresholds for every action and FPR point."""
+    import xgboost as xgb
+
+    n_base = feature_pipeline.n_base_features
+    stacked = feature_pipeline.config.stacked
+    data = tune_data(feature_matrices, n_base)
+    featurizer, matrices, final = feature_pipeline, None, None
+    if policy.refit_with_validation:
+        featurizer, matrices, final = final_fit_inputs(
+            feature_pipeline, feature_matrices, dataset_splits
+        )
+        # the refitted featurizer has vocabularies (and so a base block) of its own
+        final = {"X": final["X"][:, : featurizer.n_base_features], "y": final["y"]}
+    period = None
+    if stacked:
+        period = period_inputs(
+            feature_matrices, dataset_splits, n_base, feature_pipeline.config.reputation, FIT_SPLITS
+        )
+        # the deployed trees see every training message in both forms, as the folds did
+        fit_msgs, fit_y, fit_rep = period["messages"], period["labels"], period["reputation"]
+        if not policy.refit_with_validation:
+            n_train = len(feature_matrices["train"]["y"])
+            fit_msgs, fit_y = fit_msgs[:n_train], fit_y[:n_train]
+            fit_rep = None if fit_rep is None else fit_rep[:n_train]
+        copies = featurizer.transform([fields_copy(m) for m in fit_msgs], fit_rep)
+        copies = copies[:, : featurizer.n_base_features]
+        rows = final["X"] if final else data["X_train"]
+        final = {"X": np.vstack([rows, copies]), "y": np.concatenate([fit_y, fit_y])}
+    booster, val_scores = fit_final(config, data, rounds, nthread, final)
+    stack, report = None, {}
+    if period is not None:
+
+        def train_trees(x: np.ndarray, y: np.ndarray):
+            d = xgb.DMatrix(x, label=y, missing=np.nan)
+            return xgb.train(xgb_params(config, nthread), d, num_boost_round=rounds)
+
+        fit = cross_fit(
+            period["messages"],
+            period["labels"],
+            period["groups"],
+            period["times"],
+            feature_pipeline.config,
+            train_trees,
+            folds=policy.ensemble_folds,
+            l2=policy.stack_l2,
+            balance_ham_groups=policy.balance_ham_groups,
+            reputation=period["reputation"],
+        )
+        stack = fit.stack.to_dict()
+        y_sel, s_sel = period["labels"], fit.oof_scores
+        sizes = [len(feature_matrices[s]["y"]) for s in FIT_SPLITS]
+        oof = dict(zip(FIT_SPLITS, np.split(fit.oof_scores, np.cumsum(sizes)[:-1]), strict=True))
+        selection = f"out-of-fold, {policy.ensemble_folds} time-blocked folds of train + validation"
+        report = {"n_ham": int((y_sel == 0).sum()), "weights": stack}
+    else:
+        y_sel, s_sel = np.asarray(data["y_val"]), val_scores
+        oof = {"validation": val_scores}
+        selection = "validation slice (newest 20% of each training group)"
+    budgets = {"junk": policy.target_ham_fpr, "reject": policy.reject_ham_fpr}
+    bands = action_bands(y_sel, s_sel, budgets, policy.budget_confidence)
+    if period is not None:  # the JSON door's own operating points, at the same budgets
+        fields = action_bands(y_sel, fit.oof_scores_fields, budgets, policy.budget_confidence)
+        bands.update({k + "_fields": v for k, v in fields.items()})
+    thresholds = {k: v["threshold"] for k, v in bands.items()}
+    fpr_thresholds = {f: threshold_for_fpr(y_sel, s_sel, f) for f in FPR_POINTS}
+    return Trained(
+        booster,
+        featurizer,
+        matrices,
+        stack,
+        thresholds,
+        fpr_thresholds,
+        oof,
+        selection,
+        report,
+        bands,
+        fit.oof_scores_fields if period is not None else None,
+    )
+
+
+def action_bands(
+    y: np.ndarray, scores: np.ndarray, budgets: dict[str, float], confidence: float
+) -> dict[str, dict]:
+    """Per action (``junk``, ``reject``): its threshold for its ham FP budget held with
+    ``confidence`` (``spam_assets.lib.metrics.threshold_for_budget``) and how it was certified.
+    ``reject`` never sits below ``junk``: a stricter action needs at least the same score."""
+    out = {
+        name: {"budget": b, **threshold_for_budget(y, scores, b, confidence)}
+        for name, b in budgets.items()
+    }
+    if "reject" in out and "junk" in out:
+        out["reject"]["threshold"] = max(out["reject"]["threshold"], out["junk"]["threshold"])
+    return out
+
+
+def bands_markdown(bands: dict[str, dict]) -> str:
+    """The action bands as a table for the asset page: what each threshold promises."""
+    rows = [
+        "| action | ham FP budget | threshold | held-out ham allowed above it | "
+        "upper bound of its FPR (SPAM_BUDGET_CONFIDENCE) | budget certified |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, b in bands.items():
+        rows.append(
+            f"| {name} | {b['budget']:.2%} | {b['threshold']:.4f} | "
+            f"{b['allowed_false_positives']} of {b['n_ham']} | {b['fpr_upper_bound']:.3%} | "
+            f"{'yes' if b['certified'] else 'no: too few ham, threshold above all of them'} |"
+        )
+    return "\n".join(rows)
