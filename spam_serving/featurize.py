@@ -348,7 +348,7 @@ class Featurizer:
                         vals.append(1.0 + log(c))
             if idx:
                 w = np.asarray(vals, dtype=np.float32) * idf[idx]
-                norm = float(np.sqrt(np.dot(w, w)))
+                norm = float(np.sqrt((w * w).sum()))  # not np.dot: no BLAS threads
                 row[text_off + np.asarray(idx)] = w / norm
             if absent and msg.from_fields:
                 row[_DELIVERY_COLUMNS] = np.nan

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spam_serving.char_ngrams import CACHE_WORDS, CharNgramModel
+from spam_serving.char_ngrams import CharNgramModel
 from spam_serving.featurize import Featurizer, FeaturizerConfig
 from spam_serving.parsing import parse_message
 
@@ -53,13 +53,34 @@ def test_state_round_trip_and_validation(fitted):
         CharNgramModel(model.vocab[:-1], model.idf, model.coef, model.intercept)
 
 
-def test_word_cache_is_bounded(fitted):
-    """Hostile input made of unique words costs time, not memory."""
+def test_novel_text_and_hash_lookup(fitted):
+    """No cache: text the model never saw scores like any other, every vocabulary n-gram is
+    found by the hash table (also the ones in shared slots), and nothing else is."""
     texts, y = fitted
-    model = CharNgramModel.fit(texts, y, max_features=2_000, min_df=2)
-    words = " ".join(f"w{i:07d}" for i in range(CACHE_WORDS + 10))
-    model.logit(words)
-    assert len(model._cache) <= CACHE_WORDS
+    model = CharNgramModel.fit(texts, y, max_features=20_000, min_df=2)
+    assert len(model._shared_index) > 0  # some entries share a slot: the fallback is used
+    from spam_serving.char_ngrams import _codes, _ngram_hashes
+
+    for n in range(2, 6):
+        grams = [g for g in model.vocab if len(g) == n]
+        codes = _codes("".join(grams))
+        h = _ngram_hashes(codes, np.arange(0, len(codes), n), n)
+        idx, hit = model._lookup(h)
+        assert hit.all() and [model.vocab[i] for i in idx] == grams
+    absent = _ngram_hashes(_codes("\x00\x01\x02"), np.array([0]), 3)
+    assert not model._lookup(absent)[1].any()
+    # the word cache holds no object the garbage collector tracks, and starts over when full
+    import gc
+
+    from spam_serving import char_ngrams
+
+    words = " ".join(f"w{i:07d}" for i in range(50_000))
+    assert np.isfinite(model.logit(words)) and not gc.is_tracked(model._slots)
+    small = CharNgramModel(model.vocab, model.idf, model.coef, model.intercept)
+    small._buf = np.empty(20_000, dtype=np.int32)
+    again = [small.logit(t) for t in texts[:80]]  # refills many times
+    np.testing.assert_allclose(again, model.logits(texts[:80]), rtol=1e-12)
+    assert small._used <= len(small._buf) == 20_000 and char_ngrams.CACHE_NGRAMS >= 10**6
 
 
 def test_featurizer_cuts_long_words():
@@ -69,3 +90,29 @@ def test_featurizer_cuts_long_words():
     f = Featurizer(FeaturizerConfig(stacked=True))
     text = f.char_text(message_from_fields(subject="hi", body="x" * 10_000 + " short"))
     assert max(len(w) for w in text.split()) == 40 and text.endswith("short")
+
+
+def test_concurrent_threads_get_the_same_logits(fitted):
+    """A worker featurizes batches in threads: shared scratch state must not mix messages."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts, y = fitted
+    model = CharNgramModel.fit(texts, y, max_features=20_000, min_df=2)
+    expected = CharNgramModel(model.vocab, model.idf, model.coef, model.intercept).logits(texts)
+    model._buf = np.empty(30_000, dtype=np.int32)  # small: the cache starts over under load
+    with ThreadPoolExecutor(4) as pool:
+        chunks = list(pool.map(model.logits, [texts[i::4] for i in range(4)] * 3))
+    for i, got in enumerate(chunks):
+        np.testing.assert_allclose(got, expected[i % 4 :: 4], rtol=1e-12)
+
+
+def test_pickles_as_its_state(fitted):
+    """The IO manager pickles the featurizer; the lock and thread-local scratch are rebuilt."""
+    import pickle
+
+    texts, y = fitted
+    model = CharNgramModel.fit(texts, y, max_features=5_000, min_df=2)
+    model.logits(texts[:10])
+    again = pickle.loads(pickle.dumps(model))
+    assert again._slots == {} and again._used == 0
+    np.testing.assert_array_equal(again.logits(texts[:20]), model.logits(texts[:20]))
