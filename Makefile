@@ -16,11 +16,12 @@ export SPAM_CORPUS_SOURCES := ["$(SHARED_TGZ)"]
 endif
 endif
 
-.PHONY: help bootstrap install install-tools install-peers install-browser docs run ui mlflow-ui serve serve-stop test test-fast lint format bench bench-quality bench-featurize bench-serving bench-loop bench-feast clean
+.PHONY: help bootstrap install install-tools install-peers install-browser docs run ui mlflow-ui serve serve-stop test test-fast lint format bench bench-quality bench-featurize bench-serving bench-hostile bench-loop bench-feast clean
 
 help:
 	@echo "make run | test | test-fast | ui | mlflow-ui | serve | serve-stop | lint | format"
-	@echo "make bench | bench-quality | bench-featurize | bench-serving | bench-loop | bench-feast | clean"
+	@echo "make bench | bench-quality | bench-featurize | bench-serving | bench-hostile | bench-loop"
+	@echo "make bench-feast | install-peers | install-browser | docs | clean"
 
 bootstrap:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 \
@@ -75,9 +76,11 @@ test: install-tools install-browser
 test-fast: install-tools
 	$(RUN) pytest -m "not slow"
 
-# docs/configuration.md is generated from the settings object (a test checks it is current)
+# Generated pages (a test checks they are current): docs/configuration.md from the settings
+# object; benchmarks/results/README.md and the README's headline table from the reports.
 docs: install
 	$(RUN) python -m spam_assets.settings_doc
+	$(RUN) python -m benchmarks.index
 
 lint: install
 	$(RUN) ruff check .
@@ -87,10 +90,13 @@ format: install
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
-bench: bench-featurize bench-quality bench-serving bench-loop bench-feast
+bench: bench-featurize bench-quality bench-serving bench-hostile bench-loop bench-feast
 
 bench-quality: install install-peers
 	$(RUN) python -m benchmarks.quality
+
+bench-hostile: install
+	$(RUN) python -m benchmarks.hostile
 
 bench-featurize: install
 	$(RUN) python -m benchmarks.featurize

@@ -24,16 +24,12 @@ from __future__ import annotations
 import os
 import pickle
 import socket
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.common import machine, write_report
-from spam_serving.settings import PROJECT_ROOT
-
-sys.path.insert(0, str(PROJECT_ROOT / "spam_tests"))
 
 METRICS = ("f1", "easy_ham_fpr", "hard_ham_fpr", "recall_at_fpr_0.1pct", "pr_auc")
 
@@ -62,7 +58,7 @@ def step_seconds(instance, run_id: str) -> dict[str, float]:
 def _run(instance, job: str, gate_may_block: bool = False, **kwargs):
     """Run ``job``; any failure raises, except (``gate_may_block``) the quality gate blocking
     the retrained model, which is an outcome to report, not an error."""
-    from pipeline_helpers import check_results, failure_messages, load_defs
+    from spam_tests.helpers.pipeline import check_results, failure_messages, load_defs
 
     started = time.perf_counter()
     job_def = load_defs().resolve_job_def(job)
@@ -77,9 +73,10 @@ def _run(instance, job: str, gate_may_block: bool = False, **kwargs):
 
 def main() -> None:
     import dagster as dg
-    from corpus_subsample import read_mirror, write_tarballs
-    from loop_helpers import OLDER_GROUPS, by_group, newer_halves, replay, wait_for_log
-    from pipeline_helpers import latest_metadata
+
+    from spam_tests.helpers.corpus import read_mirror, write_tarballs
+    from spam_tests.helpers.loop import OLDER_GROUPS, by_group, newer_halves, replay, wait_for_log
+    from spam_tests.helpers.pipeline import latest_metadata
 
     mirror = read_mirror()
     first, second = newer_halves(mirror)

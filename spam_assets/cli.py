@@ -77,10 +77,12 @@ def summary(instance: dg.DagsterInstance) -> str:
             f"pid {deployed.get('pid')}, {deployed.get('mode')}; stop: make serve-stop)",
             f"                  API keys in {deployed.get('api_keys_file')}",
             "  try it          "
-            + try_it_command(str(deployed.get("url")), str(deployed.get("api_keys_file"))),
+            + try_it_command(
+                str(deployed.get("url")), str(deployed.get("api_keys_file")), multiline=True
+            ).replace("\n", "\n" + " " * 16),
             f"  inference log   {s.inference_log_dir} (Parquet, hourly partitions)",
             f"  drift reports   {s.reports_dir} (Evidently HTML + JSON per hour; `make ui` "
-            "runs the hourly schedule, the drift sensor and the canary judge)",
+            "runs the schedules and sensors that write them and retrain)",
             f"  metrics         {deployed.get('url')}/metrics   docs: {deployed.get('url')}/",
         ]
     return "\n".join(lines)

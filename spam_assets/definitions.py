@@ -25,6 +25,8 @@ def defs() -> dg.Definitions:
         from spam_assets.azure_target import azure_executor
 
         executor = azure_executor(settings)
+    elif settings.executor == "in_process":
+        executor = dg.in_process_executor
     else:
         # 2 cores here: Ray trials already use every core, so steps beside them would thrash.
         executor = dg.multiprocess_executor.configured({"max_concurrent": settings.max_concurrent})

@@ -166,6 +166,12 @@ class SpamSettings(BaseSettings):
 
     # orchestration
     max_concurrent: int = Field(2, description="Parallel steps per Dagster run.")
+    executor: Literal["multiprocess", "in_process"] = Field(
+        "multiprocess",
+        description="Local executor: a process per step (steps run in parallel, a failing "
+        "step cannot take the run down) or every step in the run's process (no per-step "
+        "start-up: small corpora, tests). The azure target always runs a pod per step.",
+    )
     max_concurrent_runs: int = Field(1, description="Dagster runs at once (run queue).")
     dagster_postgres_url: str | None = Field(
         None, description="postgresql://... for Dagster run/event/schedule storage."

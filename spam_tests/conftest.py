@@ -1,20 +1,16 @@
-"""Shared fixtures: the real corpus (read once), an isolated SPAM_HOME per test."""
+"""Shared fixtures: the real corpus (read once), an isolated SPAM_HOME per test; helpers live
+in ``spam_tests.helpers``."""
 
 from __future__ import annotations
 
 import json
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from corpus_subsample import SHARED_TGZ, read_mirror, stratified
-
-#: Redis db the tests' Feast projects live in (db 0 stays for `make run`).
-TEST_REDIS_DB = 1
+from spam_tests.helpers.corpus import SHARED_TGZ, read_mirror, stratified
+from spam_tests.helpers.env import TEST_REDIS_DB, delete_redis_project, free_port
 
 
 @pytest.fixture(scope="session")
@@ -70,31 +66,6 @@ def spam_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         stop_server(json.loads(state.read_text())["pid"])
 
 
-def delete_redis_project(db: int, project: str) -> int:
-    """Remove a Feast project's online rows (keys end with the project name) from a db."""
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=6379, db=db)
-    keys = list(client.scan_iter(match=f"*{project}", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
-    return len(keys)
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (for servers the tests start)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def set_sources(monkeypatch: pytest.MonkeyPatch, sources: list[str]) -> None:
-    monkeypatch.setenv("SPAM_CORPUS_SOURCES", json.dumps(sources))
-
-
 @pytest.fixture
 def instance(tmp_path: Path):
     """An isolated Dagster instance (SQLite in a temp dir)."""
@@ -104,3 +75,11 @@ def instance(tmp_path: Path):
     directory.mkdir()
     with dg.instance_for_test(temp_dir=str(directory)) as inst:
         yield inst
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A private SPAM_HOME has a Feast project in the real Redis (cleaned up afterwards), so
+    every test that uses one needs Redis: ``-m "not redis"`` deselects them all."""
+    for item in items:
+        if "spam_env" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.redis)

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from conftest import free_port
-from infra_helpers import azure_settings
-from pipeline_helpers import skipped_reason
 
 from spam_assets.defs.deployment.aks import aks_deployment
 from spam_assets.defs.resources import AksResource, build_resources
 from spam_assets.lib import aks
 from spam_serving.settings import SpamSettings, get_settings
+from spam_tests.helpers.env import free_port
+from spam_tests.helpers.infra import azure_settings
+from spam_tests.helpers.pipeline import skipped_reason
 
 BENTO = {
     "model_version": "7",

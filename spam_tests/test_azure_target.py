@@ -135,10 +135,9 @@ def test_dagster_cli_validates_the_azure_code_location(azure_env, tmp_path):
 
 def test_local_deployment_stands_aside_on_azure(azure_env):
     """No bentoml server inside a step pod, no champion move from it: an observation says why."""
-    from pipeline_helpers import skipped_reason
-
     from spam_assets.defs.deployment.assets import local_deployment
     from spam_assets.defs.resources import build_resources
+    from spam_tests.helpers.pipeline import skipped_reason
 
     @dg.asset(name="bento")
     def bento_value() -> dict:

@@ -3,9 +3,9 @@ leaves previously landed data untouched."""
 
 from __future__ import annotations
 
-from conftest import set_sources
-from corpus_subsample import write_apache_tarballs
-from pipeline_helpers import failure_messages, latest_metadata, run_assets
+from spam_tests.helpers.corpus import write_apache_tarballs
+from spam_tests.helpers.env import set_sources
+from spam_tests.helpers.pipeline import failure_messages, latest_metadata, run_assets
 
 
 def test_missing_path(spam_env, monkeypatch, instance, tmp_path):

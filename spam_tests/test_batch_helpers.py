@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from serving_helpers import train_bundle
 
 from spam_serving import batch_helpers, metrics
 from spam_serving.batch_helpers import BatchHelpers
@@ -25,6 +24,7 @@ from spam_serving.live_models import LiveModel
 from spam_serving.model_bundle import ModelBundle
 from spam_serving.schemas import MessageIn
 from spam_serving.settings import PROJECT_ROOT
+from spam_tests.helpers.serving import train_bundle
 
 pytestmark = pytest.mark.slow
 

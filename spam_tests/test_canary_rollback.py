@@ -13,7 +13,6 @@ import mlflow
 import numpy as np
 import pytest
 import requests
-from serving_helpers import API_KEYS, free_port, running_server, train_bundle, train_small
 
 from spam_assets.lib.gate import GateFloors, gate_failures
 from spam_assets.lib.metrics import evaluate, matched_fpr_comparison
@@ -24,6 +23,8 @@ from spam_serving.inference_log import read_log
 from spam_serving.model_bundle import write_bundle
 from spam_serving.model_store import read_aliases, read_canary, write_aliases
 from spam_serving.parsing import parse_message
+from spam_tests.helpers.env import free_port
+from spam_tests.helpers.serving import API_KEYS, running_server, train_bundle, train_small
 
 CONFIG = FeaturizerConfig(max_text_features=400, max_meta_features=80, min_df=2)
 

@@ -12,9 +12,9 @@ import threading
 from functools import partial
 
 import pytest
-from corpus_subsample import write_apache_tarballs
 
 from spam_assets.lib.corpus_sources import CorpusError, read_sources
+from spam_tests.helpers.corpus import write_apache_tarballs
 
 SMALL = {"easy-ham-1": 6, "spam-2": 4}
 

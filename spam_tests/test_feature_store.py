@@ -13,8 +13,6 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 import redis
-from conftest import TEST_REDIS_DB, free_port
-from reputation_helpers import build_store, message_frame, sample_frame
 
 from spam_assets.lib.reputation import historical_reputation, reputation_tables
 from spam_serving.feature_store import OnlineReputation, online_store_kind, redis_answers
@@ -22,8 +20,12 @@ from spam_serving.featurize import Featurizer, FeaturizerConfig
 from spam_serving.parsing import ParsedMessage
 from spam_serving.reputation import REPUTATION_FEATURES, UNKNOWN, address_key, domain_key
 from spam_serving.settings import get_settings
+from spam_tests.helpers.env import TEST_REDIS_DB, free_port
+from spam_tests.helpers.reputation import build_store, message_frame, sample_frame
 
 T0 = datetime(2002, 8, 1, 12, 0, tzinfo=UTC)
+
+pytestmark = pytest.mark.redis
 
 
 def msg(sender: str, at: datetime | None) -> ParsedMessage:

@@ -12,11 +12,11 @@ import gc
 import weakref
 
 import pytest
-from serving_helpers import train_bundle
 
 from spam_serving import heap, live_models
 from spam_serving.live_models import ModelRouter
 from spam_serving.model_store import write_aliases
+from spam_tests.helpers.serving import train_bundle
 
 
 @pytest.fixture(scope="module")

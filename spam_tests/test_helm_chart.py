@@ -8,10 +8,10 @@ import copy
 
 import pytest
 import yaml
-from infra_helpers import azure_settings, checkov, describe
 
 from spam_assets.lib import aks
 from spam_serving.settings import PROJECT_ROOT
+from spam_tests.helpers.infra import azure_settings, checkov, describe
 
 DIGEST = "sha256:" + "ab" * 32
 IMAGE = aks.ImageSpec("spamacr.azurecr.io", "spam-classifier", "v7-0123abcd", DIGEST)

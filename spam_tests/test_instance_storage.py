@@ -8,12 +8,13 @@ import dagster as dg
 import psycopg2
 import pytest
 import yaml
-from conftest import set_sources
-from pipeline_helpers import latest_metadata, run_assets
 
 from spam_assets.instance import InstanceConfigError, prepare_dagster_home
+from spam_tests.helpers.env import set_sources
+from spam_tests.helpers.pipeline import latest_metadata, run_assets
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+pytestmark = pytest.mark.postgres
 
 
 def _tiny_corpus(tmp_path, monkeypatch):

@@ -52,7 +52,7 @@ def test_retention_shorter_than_its_readers_is_refused(monkeypatch):
 
 
 def test_the_daily_job_prunes_the_service_log(spam_env, instance, monkeypatch):
-    from pipeline_helpers import load_defs
+    from spam_tests.helpers.pipeline import load_defs
 
     monkeypatch.setenv("SPAM_LOG_RETENTION_HOURS", str(24 * 31))
     settings = get_settings()

@@ -18,13 +18,19 @@ import dagster as dg
 import mlflow
 import pytest
 import requests
-from conftest import set_sources
-from corpus_subsample import stratified, write_tarballs
-from loop_helpers import OLDER_GROUPS, by_group, newer_halves, replay, wait_for_log
-from pipeline_helpers import SMALL_RUN_ENV, failure_messages, latest_metadata, load_defs, run_assets
 
 from spam_assets.defs.monitoring.partitions import HOURLY
 from spam_serving.model_store import read_aliases, read_canary
+from spam_tests.helpers.corpus import stratified, write_tarballs
+from spam_tests.helpers.env import set_sources
+from spam_tests.helpers.loop import OLDER_GROUPS, by_group, newer_halves, replay, wait_for_log
+from spam_tests.helpers.pipeline import (
+    SMALL_RUN_ENV,
+    failure_messages,
+    latest_metadata,
+    load_defs,
+    run_assets,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,6 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
-from webhook_receiver import webhook
 
 from spam_assets.lib.alerts import post_alert
 from spam_assets.lib.canary import (
@@ -21,6 +20,7 @@ from spam_assets.lib.canary import (
 )
 from spam_assets.lib.metrics import mcnemar
 from spam_assets.lib.monitoring import feedback_metrics
+from spam_tests.helpers.webhook import webhook
 
 POLICY = CanaryPolicy(min_requests=100, min_feedback=20)
 

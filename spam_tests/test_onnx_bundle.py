@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xgboost as xgb
-from serving_helpers import train_small
 
 from spam_assets.lib.onnx_export import booster_from_bytes, native_scores, parity, to_onnx
 from spam_serving.featurize import FeaturizerConfig
 from spam_serving.model_bundle import ONNX_FILE, ModelBundle, write_bundle
+from spam_tests.helpers.serving import train_small
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,6 @@ import base64
 import numpy as np
 import pytest
 import requests
-from conftest import TEST_REDIS_DB, free_port
-from reputation_helpers import build_store, sample_frame
-from serving_helpers import API_KEYS, running_server, train_bundle
 
 from spam_assets.lib.reputation import historical_reputation
 from spam_serving.feature_store import OnlineReputation
@@ -20,8 +17,11 @@ from spam_serving.model_bundle import ModelBundle
 from spam_serving.model_store import write_aliases
 from spam_serving.parsing import parse_message
 from spam_serving.settings import get_settings
+from spam_tests.helpers.env import TEST_REDIS_DB, free_port
+from spam_tests.helpers.reputation import build_store, sample_frame
+from spam_tests.helpers.serving import API_KEYS, running_server, train_bundle
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.redis]
 KEY = {"X-API-Key": API_KEYS[0]}
 
 

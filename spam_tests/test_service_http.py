@@ -15,12 +15,13 @@ from collections import Counter
 import psutil
 import pytest
 import requests
-from serving_helpers import API_KEYS, free_port, running_server, server_env, train_bundle
 
 from spam_assets.lib.local_server import start_server, stop_server
 from spam_serving.inference_log import read_log
 from spam_serving.model_store import write_aliases
 from spam_serving.settings import PROJECT_ROOT
+from spam_tests.helpers.env import free_port
+from spam_tests.helpers.serving import API_KEYS, running_server, server_env, train_bundle
 
 pytestmark = pytest.mark.slow
 KEY = {"X-API-Key": API_KEYS[0]}

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import hcl2
 import pytest
-from infra_helpers import checkov, describe
 
 from spam_serving.settings import PROJECT_ROOT
+from spam_tests.helpers.infra import checkov, describe
 
 TF = PROJECT_ROOT / "terraform"
 ENVIRONMENTS = ("staging", "production")

@@ -101,7 +101,7 @@ def test_ci_runs_lint_and_the_full_suite_against_real_services():
     assert set(test["services"]) == {"postgres", "redis"}
     runs = " ".join(step.get("run", "") for step in test["steps"])
     assert "bash .ci/run" in runs
-    from corpus_subsample import SHARED_TGZ
+    from spam_tests.helpers.corpus import SHARED_TGZ
 
     assert SHARED_TGZ.name in runs  # the npm pack file the tests read
     assert "make lint" in " ".join(s.get("run", "") for s in doc["jobs"]["lint"]["steps"])

@@ -27,13 +27,28 @@ SMOKE_MESSAGE = {
 }
 
 
-def try_it_command(url: str, api_keys_file: str) -> str:
-    """A curl line for the README/CLI that reads the key from its file (never printed)."""
-    return (
-        f"curl -s {url}/predict -H \"X-API-Key: $(grep -v '^#' {api_keys_file} | head -1)\" "
-        "-H 'Content-Type: application/json' "
-        '-d \'{"subject": "WIN CASH NOW", "body": "Click http://example.biz"}\''
-    )
+#: The example message of the "try it" command, field by field: a few sentences of ordinary
+#: spam (a handful of words gives a filter held to a 0.2% ham budget too little evidence).
+TRY_IT_FIELDS = (
+    '"subject": "Lowest mortgage rates in 40 years"',
+    '"sender": "offers@lowrate-refi.biz"',
+    '"body": "Dear Homeowner, you are pre-approved for a low rate mortgage. No credit check. '
+    'CLICK HERE: http://www.lowrate-refi.biz/apply"',
+)
+
+
+def try_it_command(url: str, api_keys_file: str, multiline: bool = False) -> str:
+    """A curl command for the CLI summary and the UI that reads the key from its file (never
+    printed); ``multiline`` breaks it with shell continuations (and the JSON between its
+    fields) so a page need not scroll sideways."""
+    body = "{" + (",\n      " if multiline else ", ").join(TRY_IT_FIELDS) + "}"
+    parts = [
+        f"curl -s {url}/predict",
+        f"-H \"X-API-Key: $(grep -v '^#' {api_keys_file} | head -1)\"",
+        "-H 'Content-Type: application/json'",
+        f"-d '{body}'",
+    ]
+    return (" \\\n  " if multiline else " ").join(parts)
 
 
 class ServerError(RuntimeError):

@@ -228,6 +228,14 @@ def markdown_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def metric_rows(results: dict[str, dict]) -> list[dict]:
+    """:func:`markdown_table`'s content as rows (one per metric, a column per model)."""
+    return [
+        {"metric": label.strip(), **{name: results[name].get(key) for name in results}}
+        for key, label in METRIC_ROWS
+    ]
+
+
 def confusion_markdown(conf: dict) -> str:
     return (
         "| | predicted ham | predicted spam |\n|---|---|---|\n"
@@ -256,6 +264,63 @@ def pr_curve_png(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> by
     ax.set_ylim(0.5, 1.01)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+#: Ham FPRs the low-FPR curve is read at (the end of the curve a mail admin runs at).
+LOW_FPR_POINTS = (0.0, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02)
+
+
+def low_fpr_curve(y_true: np.ndarray, scores: np.ndarray, points=LOW_FPR_POINTS) -> list[dict]:
+    """Spam recall at the best threshold for each ham-FPR budget in ``points`` (the test
+    labels pick it: a picture of the ranking's low end, not an operating point)."""
+    y_true = np.asarray(y_true).astype(int)
+    scores = np.asarray(scores, dtype=np.float64)
+    ham = np.sort(scores[y_true == 0])[::-1]
+    spam = scores[y_true == 1]
+    out = []
+    for fpr in points:
+        allowed = int(np.floor(fpr * len(ham) + 1e-9))
+        cut = ham[allowed] if allowed < len(ham) else -np.inf
+        out.append(
+            {
+                "ham_fpr": fpr,
+                "ham_let_through": allowed,
+                "recall": float((spam > cut).mean()) if len(spam) else 0.0,
+            }
+        )
+    return out
+
+
+def low_fpr_png(
+    y_true: np.ndarray, scores: np.ndarray, threshold: float, max_fpr: float = 0.02
+) -> bytes:
+    """Spam recall against ham FPR up to ``max_fpr``, with the deployed point marked, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    y_true = np.asarray(y_true).astype(int)
+    fpr, tpr, _ = roc_curve(y_true, scores)
+    keep = fpr <= max_fpr
+    pred = np.asarray(scores) >= threshold
+    op_fpr = float(pred[y_true == 0].mean()) if (y_true == 0).any() else 0.0
+    op_tpr = float(pred[y_true == 1].mean()) if (y_true == 1).any() else 0.0
+    fig, ax = plt.subplots(figsize=(4.5, 3.5), dpi=100)
+    ax.step(100 * fpr[keep], tpr[keep], where="post", lw=1.5)
+    ax.scatter([100 * op_fpr], [op_tpr], color="red", zorder=3, label="deployed threshold")
+    ax.set_xlabel("ham false-positive rate (%)")
+    ax.set_ylabel("spam recall")
+    ax.set_xlim(0, 100 * max_fpr)
+    ax.set_ylim(0, 1.01)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -175,17 +175,16 @@ def action_bands(
     return out
 
 
-def bands_markdown(bands: dict[str, dict]) -> str:
-    """The action bands as a table for the asset page: what each threshold promises."""
-    rows = [
-        "| action | ham FP budget | threshold | held-out ham allowed above it | "
-        "upper bound of its FPR (SPAM_BUDGET_CONFIDENCE) | budget certified |",
-        "|---|---|---|---|---|---|",
+def band_rows(bands: dict[str, dict]) -> list[dict]:
+    """The action bands as rows for the asset page: what each threshold promises."""
+    return [
+        {
+            "action": name,
+            "ham_fp_budget": b["budget"],
+            "threshold": b["threshold"],
+            "held_out_ham_above": f"{b['allowed_false_positives']} of {b['n_ham']}",
+            "fpr_upper_bound": b["fpr_upper_bound"],
+            "certified": b["certified"],
+        }
+        for name, b in bands.items()
     ]
-    for name, b in bands.items():
-        rows.append(
-            f"| {name} | {b['budget']:.2%} | {b['threshold']:.4f} | "
-            f"{b['allowed_false_positives']} of {b['n_ham']} | {b['fpr_upper_bound']:.3%} | "
-            f"{'yes' if b['certified'] else 'no: too few ham, threshold above all of them'} |"
-        )
-    return "\n".join(rows)

@@ -86,15 +86,22 @@ TRIAL_COLUMNS = (
 )
 
 
-def trials_markdown(trials: list[dict]) -> str:
-    """The trials as a markdown table of parameters and validation results, best first."""
+def trials_rows(trials: list[dict]) -> list[dict]:
+    """The trials' parameters and validation results, best first (rounded to 4 places)."""
     import pandas as pd
 
     df = pd.DataFrame(trials)
     df = df[[c for c in TRIAL_COLUMNS if c in df.columns]]
     if "val_aucpr" in df.columns:
         df = df.sort_values("val_aucpr", ascending=False)
-    return df.round(4).to_markdown(index=False)
+    return df.round(4).to_dict("records")
+
+
+def trials_markdown(trials: list[dict]) -> str:
+    """The trials as a markdown table (the MLflow run's artifact)."""
+    import pandas as pd
+
+    return pd.DataFrame(trials_rows(trials)).to_markdown(index=False)
 
 
 def fit_final(

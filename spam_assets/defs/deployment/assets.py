@@ -32,7 +32,8 @@ STATE_FILE = "local_deployment.json"
 
 @dg.asset(
     group_name="deployment",
-    description="Bento (service code + model bundle in the BentoML model store).",
+    description="The Bento: service code + the model bundle in the BentoML model store, built "
+    "with bentoml build (what local_deployment serves and aks_deployment ships).",
     kinds={"bentoml"},
 )
 def bento(context: dg.AssetExecutionContext, onnx_model: dict, serving: ServingResource):
@@ -74,7 +75,8 @@ class LocalDeploymentConfig(dg.Config):
 
 @dg.asset(
     group_name="deployment",
-    description="The Bento served on 127.0.0.1 by a real bentoml serve process.",
+    description="The Bento served on 127.0.0.1 by a real bentoml serve process; the MLflow "
+    "alias champion moves only once it answers.",
     kinds={"bentoml"},
     output_required=False,
 )
@@ -193,7 +195,7 @@ def local_deployment(
         "deployed_at": datetime.now(UTC).isoformat(),
     }
     state_path.write_text(json.dumps(new_state, indent=2))
-    curl = try_it_command(serving.url, serving.api_keys_file)
+    curl = try_it_command(serving.url, serving.api_keys_file, multiline=True)
     if not canary:
         context.log.info(
             f"model v{version} serving at {serving.url} ({mode}); champion -> v{version}"

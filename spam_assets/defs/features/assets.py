@@ -16,7 +16,8 @@ from spam_serving.featurize import Featurizer
 
 @dg.asset(
     group_name="features",
-    description="TF-IDF vocabulary + header/structural featurizer, fitted on train only.",
+    description="The fitted featurizer (train split only): word TF-IDF vocabulary, structural "
+    "and metadata features, and for the ensemble the char n-gram model and the signs' columns.",
 )
 def feature_pipeline(dataset_splits: pd.DataFrame, policy: ModelPolicy) -> dg.Output[Featurizer]:
     train = dataset_splits[dataset_splits["split"] == "train"]

@@ -136,7 +136,8 @@ def drift_reference(
         drift_reference,
     ],
     kinds={"evidently"},
-    description="Drift of the window ending at this hour against the training reference.",
+    description="Drift of the 24 h window ending at this hour against the training reference: "
+    "PSI/KS per feature, score drift, feedback accuracy and ham FPR vs the budget.",
 )
 def drift_report(
     context: dg.AssetExecutionContext, monitoring: MonitoringResource

