@@ -16,12 +16,12 @@ export SPAM_CORPUS_SOURCES := ["$(SHARED_TGZ)"]
 endif
 endif
 
-.PHONY: help bootstrap install install-tools install-peers install-browser docs run ui mlflow-ui serve serve-stop test test-fast lint format bench bench-quality bench-featurize bench-serving bench-hostile bench-loop bench-feast clean
+.PHONY: help bootstrap install install-tools install-peers install-browser install-azurite docs run ui mlflow-ui serve serve-stop test test-fast lint format bench bench-quality bench-featurize bench-serving bench-hostile bench-soak bench-loop bench-feast clean
 
 help:
 	@echo "make run | test | test-fast | ui | mlflow-ui | serve | serve-stop | lint | format"
-	@echo "make bench | bench-quality | bench-featurize | bench-serving | bench-hostile | bench-loop"
-	@echo "make bench-feast | install-peers | install-browser | docs | clean"
+	@echo "make bench | bench-quality | bench-featurize | bench-serving | bench-hostile | bench-soak"
+	@echo "make bench-loop | bench-feast | install-peers | install-browser | install-azurite | docs | clean"
 
 bootstrap:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 \
@@ -55,6 +55,14 @@ install-browser:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive \
 	  $(SUDO) apt-get install -y -q --no-install-recommends chromium; }
 
+# Azurite (Microsoft's Azure Storage emulator) for the tests of the Blob paths, from npm at
+# the version tools/azurite/package-lock.json pins; Node from Debian when it is missing.
+AZURITE := tools/azurite/node_modules/.bin/azurite-blob
+install-azurite:
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+	  $(SUDO) apt-get install -y -q --no-install-recommends nodejs npm; }
+	@test -x $(AZURITE) || npm ci --prefix tools/azurite --no-audit --no-fund --silent
+
 run: install
 	$(RUN) python -m spam_assets.cli run
 
@@ -70,10 +78,10 @@ serve: install
 serve-stop: install
 	$(RUN) python -m spam_assets.cli serve-stop
 
-test: install-tools install-browser
+test: install-tools install-browser install-azurite
 	$(RUN) pytest
 
-test-fast: install-tools
+test-fast: install-tools install-azurite
 	$(RUN) pytest -m "not slow"
 
 # Generated pages (a test checks they are current): docs/configuration.md from the settings
@@ -90,13 +98,17 @@ format: install
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
-bench: bench-featurize bench-quality bench-serving bench-hostile bench-loop bench-feast
+bench: bench-featurize bench-quality bench-serving bench-hostile bench-soak bench-loop bench-feast
 
 bench-quality: install install-peers
 	$(RUN) python -m benchmarks.quality
 
 bench-hostile: install
 	$(RUN) python -m benchmarks.hostile
+
+# SPAM_SOAK_SECONDS (default 300) sets the length
+bench-soak: install
+	$(RUN) python -m benchmarks.soak
 
 bench-featurize: install
 	$(RUN) python -m benchmarks.featurize

@@ -100,6 +100,15 @@ def _hostile(text: str) -> tuple[dict[str, str], str]:
     }, ""
 
 
+def _soak(text: str) -> tuple[dict[str, str], str]:
+    answered = _find(r"Predictions answered: (\d+)", text)
+    missing = _find(r"; missing: (\d+)", text)
+    return {
+        "verdict": _find(r"Verdict: \*\*([\w ]+)\*\*", text),
+        "predictions answered / missing from the log": f"{answered} / {missing}",
+    }, ""
+
+
 def _featurize(text: str) -> tuple[dict[str, str], str]:
     return {
         "msg/s per core": _find(r"^\| \*\*ours\*\*[^|]*\| \*\*([\d,]+)\*\*", text),
@@ -134,6 +143,7 @@ EXTRACTORS: dict[str, tuple[str, Callable[[str], tuple[dict[str, str], str]]]] =
     "quality": ("Quality against the peers (`make bench-quality`)", _quality),
     "serving": ("Serving (`make bench-serving`)", _serving),
     "hostile": ("Hostile input (`make bench-hostile`)", _hostile),
+    "soak": ("Soak under faults (`make bench-soak`)", _soak),
     "featurize": ("Featurizer (`make bench-featurize`)", _featurize),
     "loop": ("Drift report at volume (`make bench-loop`)", _loop),
     "loop-payoff": ("Loop pay-off (`make bench-loop`)", _loop_payoff),

@@ -54,6 +54,8 @@ def missing_azure_settings(s: SpamSettings) -> list[str]:
         problems.append("SPAM_DAGSTER_POSTGRES_URL (Dagster run/event storage)")
     if not (s.feast_registry or "").startswith("postgresql"):
         problems.append("SPAM_FEAST_REGISTRY (postgresql://... SQL registry)")
+    if not s.log_blob_container:
+        problems.append("SPAM_LOG_BLOB_CONTAINER (Blob container of the serving pods' log)")
     if s.feast_redis.startswith(("127.", "localhost")):
         problems.append("SPAM_FEAST_REDIS (<name>.redis.cache.windows.net:6380,ssl=true,...)")
     return problems

@@ -1,6 +1,7 @@
 """Three changes to BentoML 1.4's HTTP stack, applied when the service module is imported
 (in each worker all three; in BentoML's arbiter only the socket half of the third, see
-:func:`install`).
+:func:`install`); workers also get retries in the async-task store
+(:mod:`spam_serving.result_store_patch`).
 
 ``TimeoutMiddleware`` (``traffic.timeout``) schedules ``loop.call_later(timeout, ...)`` for
 every request and never cancels it. The timer handle holds the request's ``contextvars``
@@ -48,6 +49,8 @@ from typing import TYPE_CHECKING, Any
 from bentoml._internal.context import server_context
 from bentoml._internal.server.http import traffic
 from starlette.responses import JSONResponse
+
+from spam_serving import result_store_patch
 
 if TYPE_CHECKING:
     import uvicorn
@@ -192,6 +195,7 @@ def install_app_patches(trace_asgi_messages: bool = False, reuse_port: bool = Tr
     if uvicorn.Server.startup not in (_ORIGINAL_STARTUP, _startup_on_own_sockets):
         raise RuntimeError("uvicorn's Server.startup was replaced by someone else")
     traffic.TimeoutMiddleware = CancellingTimeoutMiddleware
+    result_store_patch.install()
     otel_asgi.OpenTelemetryMiddleware = original_otel if trace_asgi_messages else span_only
     uvicorn.Server.startup = (
         _startup_on_own_sockets if _can_reuse(reuse_port) else _ORIGINAL_STARTUP

@@ -37,7 +37,10 @@ MODEL_RELOADS = Counter(
     "spam_model_reloads", "Model swaps after an alias moved, by outcome.", ["alias", "outcome"]
 )
 LOG_DROPPED = Counter(
-    "spam_inference_log_dropped", "Log rows dropped (queue full or write failure).", ["stream"]
+    "spam_inference_log_dropped",
+    "Log rows dropped: more than SPAM_LOG_QUEUE_SIZE waiting, or neither journal nor Parquet "
+    "writable when the worker stopped.",
+    ["stream"],
 )
 DEGRADED = Counter(
     "spam_degraded_predictions",

@@ -35,6 +35,7 @@ from spam_serving.featurize import NUMERIC_FEATURES
 from spam_serving.gateway import CANARY_ENV, ENVIRONMENTS
 from spam_serving.inference_log import FEEDBACK, PREDICTIONS, ParquetLogWriter, logged_message
 from spam_serving.live_models import LiveModel, ModelRouter, Overloaded
+from spam_serving.log_store import log_store
 from spam_serving.parsing import ParsedMessage
 from spam_serving.schemas import MessageIn
 from spam_serving.settings import SpamSettings
@@ -85,6 +86,7 @@ class Predictor:
             after_retire=self._refreeze_heap if s.gc_freeze else None,
         )
         self.router.refresh()
+        store = log_store(s)  # the local directory, or Blob (SPAM_LOG_BLOB_CONTAINER)
         self.logs = {
             stream: ParquetLogWriter(
                 s.inference_log_dir,
@@ -92,6 +94,8 @@ class Predictor:
                 flush_rows=s.log_flush_rows,
                 flush_s=s.log_flush_s,
                 max_queue=s.log_queue_size,
+                on_drop=metrics.LOG_DROPPED.labels(stream).inc,
+                store=store,
             )
             for stream in (PREDICTIONS, FEEDBACK)
         }

@@ -232,7 +232,10 @@ class SpamSettings(BaseSettings):
     )
     log_flush_rows: int = Field(2000, description="Inference log: rows per Parquet file.")
     log_flush_s: float = Field(5.0, description="Inference log: max seconds before a flush.")
-    log_queue_size: int = Field(100_000, description="Inference log: rows queued, then drop.")
+    log_queue_size: int = Field(
+        100_000,
+        description="Inference log: rows waiting for Parquet (journal or memory), then drop.",
+    )
     log_messages: bool = Field(True, description="Keep parsed messages in the log (retraining).")
 
     # monitoring and the retraining loop (DESIGN.md section 2 defaults)
@@ -351,6 +354,19 @@ class SpamSettings(BaseSettings):
     )
     azure_storage_container: str = Field("dagster", description="ADLS2 container for assets.")
     azure_storage_prefix: str = Field("spam-mlops", description="Path prefix inside it.")
+    azure_storage_connection_string: str | None = Field(
+        None,
+        description="Blob connection string (Azurite, or an account key); unset: the pod's "
+        "workload identity on SPAM_AZURE_STORAGE_ACCOUNT.",
+    )
+    log_blob_container: str | None = Field(
+        None,
+        description="Blob container of the inference log (serving pods write it, monitoring "
+        "reads it); unset: the local SPAM_HOME/inference_log.",
+    )
+    log_blob_prefix: str = Field(
+        "inference_log", description="Path prefix of the inference log inside its container."
+    )
     azure_tenant_id: str | None = Field(None, description="Entra tenant (Key Vault CSI).")
     mlflow_artifact_uri: str | None = Field(
         None, description="MLflow artifact root, e.g. wasbs://mlflow@<acct>.blob.core.windows.net"

@@ -86,6 +86,22 @@ def test_release_values_per_environment():
         aks.release_values(s, "production", image, canary=other)
 
 
+def test_serving_pods_ship_the_inference_log_to_blob():
+    """With SPAM_LOG_BLOB_CONTAINER the release tells the pods where the log goes, and they
+    get the workload identity that writes it; without an identity the values are refused."""
+    image = aks.ImageSpec("spamacr.azurecr.io", "spam-classifier", "v7-01234567")
+    s = azure_settings(log_blob_container="inference-log", azure_storage_account="spamadls")
+    config = aks.release_values(s, "staging", image)["config"]
+    assert config["SPAM_LOG_BLOB_CONTAINER"] == "inference-log"
+    assert config["SPAM_AZURE_STORAGE_ACCOUNT"] == "spamadls"
+    docs = aks.render_valid(aks.release_values(s, "staging", image), "spam-serving-staging", "ns")
+    pods = [d for d in docs if d["kind"] == "Deployment"]
+    labels = pods[0]["spec"]["template"]["metadata"]["labels"]
+    assert labels.get("azure.workload.identity/use") == "true"
+    with pytest.raises(ValueError, match="SPAM_AKS_WORKLOAD_IDENTITY_CLIENT_ID"):
+        aks.release_values(SpamSettings(log_blob_container="inference-log"), "staging", image)
+
+
 def test_image_build_commands(tmp_path):
     spec = aks.ImageSpec("spamacr.azurecr.io", "spam-classifier", "v7-01234567")
     (acr,) = aks.image_build_commands("acr", spec, tmp_path, BENTO["bento_tag"])

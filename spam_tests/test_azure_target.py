@@ -22,6 +22,7 @@ AZURE_ENV = {
     "SPAM_FEAST_REDIS": "spam-redis.redis.cache.windows.net:6380,ssl=true",
     "SPAM_RAY_ADDRESS": "ray://raycluster-head-svc.ray:10001",
     "SPAM_K8S_NAMESPACE": "dagster",
+    "SPAM_LOG_BLOB_CONTAINER": "inference-log",
 }
 
 
@@ -98,6 +99,7 @@ def test_feast_uses_the_azure_store(azure_env):
         ("SPAM_MLFLOW_ARTIFACT_URI", "SPAM_MLFLOW_ARTIFACT_URI"),
         ("SPAM_FEAST_REGISTRY", "SPAM_FEAST_REGISTRY"),
         ("SPAM_FEAST_REDIS", "SPAM_FEAST_REDIS"),
+        ("SPAM_LOG_BLOB_CONTAINER", "SPAM_LOG_BLOB_CONTAINER"),
     ],
 )
 def test_missing_azure_settings_fail_at_load_naming_the_variable(

@@ -1,4 +1,5 @@
-"""The prediction log: partitioned, non-blocking, and crash-safe."""
+"""The prediction log: partitioned, never raising into the request path, and losing nothing
+that was acknowledged: not to a killed worker, not to a disk that fails for a while."""
 
 from __future__ import annotations
 
@@ -46,14 +47,39 @@ def test_time_based_flush_without_close(tmp_path):
 
 
 def test_a_broken_disk_never_raises_into_the_request_path(tmp_path):
+    """Neither journal nor Parquet writable: rows wait in memory, and what is still there when
+    the writer stops is counted as dropped (the metric's callback sees it too)."""
     root = tmp_path / "not-a-dir"
     root.write_text("a file where the log directory should be")
-    writer = ParquetLogWriter(root, "predictions", flush_rows=5, flush_s=0.1)
+    counted = []
+    writer = ParquetLogWriter(
+        root, "predictions", flush_rows=5, flush_s=0.1, on_drop=counted.append
+    )
     for i in range(12):
         assert writer.append(_row(i, datetime.now(UTC))) is True
     writer.close()
     assert writer.written_rows == 0 and writer.failed_flushes >= 1
-    assert writer.dropped_rows == 12
+    assert writer.dropped_rows == 12 and sum(counted) == 12
+
+
+def test_an_unwritable_log_directory_loses_nothing(tmp_path):
+    """The stream's directory replaced by a file for a while (the soak's fault): rows stay in
+    the journal, the writer retries, and every row lands once the directory is back."""
+    blocked = tmp_path / "predictions"
+    blocked.write_text("not a directory")
+    writer = ParquetLogWriter(tmp_path, "predictions", flush_rows=5, flush_s=0.05)
+    for i in range(40):
+        assert writer.append(_row(i, datetime.now(UTC)))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and writer.failed_flushes < 2:
+        time.sleep(0.02)
+    assert writer.failed_flushes >= 2 and writer.written_rows == 0 and writer.waiting_rows == 40
+    blocked.unlink()
+    writer.close(timeout=60)
+    assert writer.dropped_rows == 0
+    ids = read_log(tmp_path, "predictions").column("prediction_id").to_pylist()
+    assert sorted(ids) == [f"{i:032x}" for i in range(40)]
+    assert not list((tmp_path / ".journal").glob("predictions-*"))
 
 
 def test_a_failed_warm_up_keeps_the_writer_alive(tmp_path, monkeypatch):
@@ -88,17 +114,24 @@ def test_full_queue_drops_instead_of_blocking(tmp_path):
     assert writer.written_rows + writer.dropped_rows == 200
 
 
-def test_sigkill_mid_write_leaves_only_complete_files(tmp_path):
+def test_sigkill_loses_no_acknowledged_row(tmp_path):
+    """A worker killed mid-stream: every visible file is complete, and the next writer on the
+    same log adopts the dead worker's journals, so every row whose ``append`` returned is in
+    the log, once (the child reports how many returned before it was killed)."""
+    progress = tmp_path / "acknowledged"
     script = textwrap.dedent(
         f"""
-        import time
+        import os, time
         from datetime import UTC, datetime
         from spam_serving.inference_log import ParquetLogWriter
         w = ParquetLogWriter({str(tmp_path)!r}, "predictions", flush_rows=200, flush_s=0.05)
+        fd = os.open({str(progress)!r}, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         i = 0
         while True:
-            w.append({{"ts": datetime.now(UTC), "prediction_id": str(i), "text": "x" * 2000}})
+            row = {{"ts": datetime.now(UTC), "prediction_id": str(i), "text": "x" * 2000}}
+            assert w.append(row)
             i += 1
+            os.pwrite(fd, b"%012d" % i, 0)
             if i % 200 == 0:
                 time.sleep(0.001)
         """
@@ -109,15 +142,46 @@ def test_sigkill_mid_write_leaves_only_complete_files(tmp_path):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    acknowledged = int(progress.read_bytes() or b"0")
     files = log_files(tmp_path, "predictions")
     assert len(files) >= 5
     for f in files:  # every visible file is a complete Parquet file
         assert pq.read_metadata(f).num_rows > 0
-    assert read_log(tmp_path, "predictions").num_rows == sum(
-        pq.read_metadata(f).num_rows for f in files
-    )
+    assert list((tmp_path / ".journal").glob("predictions-*"))  # the dead worker's rows
+
+    heir = ParquetLogWriter(tmp_path, "predictions", flush_rows=200, flush_s=0.05)
+    heir.close(timeout=60)
+    assert heir.recovered_rows > 0 and heir.dropped_rows == 0
+    ids = [int(x) for x in read_log(tmp_path, "predictions").column("prediction_id").to_pylist()]
+    assert len(ids) == len(set(ids)), "a row was written twice"
+    assert set(range(acknowledged)) <= set(ids), "an acknowledged row was lost"
+    assert not list((tmp_path / ".journal").glob("predictions-*"))
     hidden = [p for p in Path(tmp_path).rglob("*") if p.name.startswith(".")]
-    assert all(p not in files for p in hidden)
+    assert all(p not in log_files(tmp_path, "predictions") for p in hidden)
+
+
+def test_a_journal_written_twice_replaces_instead_of_duplicating(tmp_path):
+    """An heir killed after writing an adopted journal's Parquet but before deleting it: the
+    next heir writes it again under the same name, so the rows are in the log once; a torn
+    tail (the row being appended when the writer died) is skipped."""
+    import pickle
+    import struct
+
+    frames = b""
+    for i in range(10):
+        blob = pickle.dumps(_row(i, datetime(2026, 11, 25, 9, tzinfo=UTC)))
+        frames += struct.pack("<I", len(blob)) + blob
+    journal = tmp_path / ".journal" / "predictions-1764061200000000000-999999999_1-000001.sealed"
+    journal.parent.mkdir()
+    for _ in range(2):
+        journal.write_bytes(frames + b"\x05\x00")
+        heir = ParquetLogWriter(tmp_path, "predictions", flush_rows=1000, flush_s=60)
+        heir.close()
+        assert heir.recovered_rows == 10 and not journal.exists()
+        assert read_log(tmp_path, "predictions").num_rows == 10
+    assert [f.name for f in log_files(tmp_path, "predictions")] == [
+        "part-1764061200000000000-999999999-000001.parquet"
+    ]
 
 
 def test_monitoring_reads_only_the_columns_it_needs(tmp_path, monkeypatch):

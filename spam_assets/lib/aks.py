@@ -169,6 +169,25 @@ def release_values(
         values["serviceAccount"] = {
             "workloadIdentityClientId": settings.aks_workload_identity_client_id
         }
+    if settings.log_blob_container:
+        # the serving pods ship their inference log to Blob, where monitoring reads it; the
+        # pods authenticate with the workload identity the chart labels them with
+        if not settings.aks_workload_identity_client_id:
+            raise ValueError(
+                "SPAM_LOG_BLOB_CONTAINER needs SPAM_AKS_WORKLOAD_IDENTITY_CLIENT_ID: the "
+                "serving pods write the log to Blob with their workload identity"
+            )
+        values["config"].update(
+            {
+                "SPAM_LOG_BLOB_CONTAINER": settings.log_blob_container,
+                "SPAM_LOG_BLOB_PREFIX": settings.log_blob_prefix,
+                "SPAM_AZURE_STORAGE_ACCOUNT": str(settings.azure_storage_account or ""),
+            }
+        )
+        values["serviceAccount"] = {
+            **values.get("serviceAccount", {}),
+            "workloadIdentityClientId": settings.aks_workload_identity_client_id,
+        }
     if canary is not None:
         if canary.repository_ref != image.repository_ref:
             raise ValueError("the canary image must come from the same repository")

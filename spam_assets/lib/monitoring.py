@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from spam_assets.lib.files import write_atomic
 from spam_serving.featurize import NUMERIC_FEATURES
 from spam_serving.inference_log import FEEDBACK, PREDICTIONS, read_log
+from spam_serving.log_store import LogStore
 from spam_serving.parsing import FIELD_NAMES
 
 NUMERIC_COLUMNS = tuple("num_" + n for n in NUMERIC_FEATURES)
@@ -41,6 +42,9 @@ PARTITION_COLUMNS = (
     *NUMERIC_COLUMNS,
 )
 
+LogLocation = Path | LogStore
+"""The inference log: its local directory, or a store (Blob on AKS)."""
+
 
 def hour_floor(ts: datetime) -> datetime:
     return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
@@ -60,28 +64,41 @@ def _frame(table: pa.Table) -> pd.DataFrame:
 
 
 def read_predictions(
-    root: Path,
+    root: LogLocation,
     hours: Iterable[datetime],
     with_messages: bool = False,
     prediction_ids: Collection[str] | None = None,
+    problems: list[str] | None = None,
 ) -> pd.DataFrame:
     """Prediction rows of the given hours (empty frame with the known columns when none),
     only ``prediction_ids`` when given. The logged messages are read only ``with_messages``
-    (retraining)."""
+    (retraining). Unreadable log files are skipped and named in ``problems``."""
     wanted = [*PARTITION_COLUMNS, *(["message"] if with_messages else [])]
-    table = read_log(root, PREDICTIONS, list(hours), columns=wanted, prediction_ids=prediction_ids)
+    table = read_log(
+        root,
+        PREDICTIONS,
+        list(hours),
+        columns=wanted,
+        prediction_ids=prediction_ids,
+        problems=problems,
+    )
     df = _frame(table)
     if df.empty:
         return pd.DataFrame(columns=wanted)
     return df[[c for c in wanted if c in df.columns]]
 
 
-def read_feedback(root: Path, since: datetime, until: datetime | None = None) -> pd.DataFrame:
+def read_feedback(
+    root: LogLocation,
+    since: datetime,
+    until: datetime | None = None,
+    problems: list[str] | None = None,
+) -> pd.DataFrame:
     """Latest feedback label per prediction id, from ``since``'s hour up to ``until`` (now).
 
     A prediction corrected twice keeps the most recent label (users fix mistakes)."""
     hours = hours_between(since, until or datetime.now(UTC))
-    df = _frame(read_log(root, FEEDBACK, hours))
+    df = _frame(read_log(root, FEEDBACK, hours, problems=problems))
     if df.empty:
         return pd.DataFrame(columns=["prediction_id", "true_label", "feedback_ts"])
     df = df.sort_values("ts").drop_duplicates("prediction_id", keep="last")
@@ -126,14 +143,16 @@ def feedback_metrics(df: pd.DataFrame) -> dict:
     }
 
 
-def consolidate_partition(root: Path, hour: datetime, out_path: Path) -> dict:
+def consolidate_partition(
+    root: LogLocation, hour: datetime, out_path: Path, problems: list[str] | None = None
+) -> dict:
     """Write one hour of predictions (+ feedback known so far) as one Parquet file.
 
     Returns counts for the asset metadata. An hour with no traffic writes an empty file with
     the schema, so "no traffic" and "never materialized" stay distinguishable.
     """
-    preds = read_predictions(root, [hour])
-    joined = join_feedback(preds, read_feedback(root, hour))
+    preds = read_predictions(root, [hour], problems=problems)
+    joined = join_feedback(preds, read_feedback(root, hour, problems=problems))
     write_atomic(out_path, lambda tmp: joined.to_parquet(tmp, index=False))
     by_version = joined.groupby("model_version").size().to_dict() if len(joined) else {}
     return {
@@ -147,7 +166,10 @@ def consolidate_partition(root: Path, hour: datetime, out_path: Path) -> dict:
 
 
 def load_window(
-    root: Path, partitions_dir: Path, hours: list[datetime]
+    root: LogLocation,
+    partitions_dir: Path,
+    hours: list[datetime],
+    problems: list[str] | None = None,
 ) -> tuple[pd.DataFrame, int]:
     """Predictions of the window's hours with feedback joined fresh (late labels count).
 
@@ -162,25 +184,27 @@ def load_window(
         else:
             raw_hours.append(h)
     if raw_hours:
-        parts.append(read_predictions(root, raw_hours))
+        parts.append(read_predictions(root, raw_hours, problems=problems))
     parts = [p.drop(columns=["true_label", "feedback_ts"], errors="ignore") for p in parts]
     parts = [p for p in parts if len(p)]
     preds = pd.concat(parts, ignore_index=True) if parts else read_predictions(root, [])
-    return join_feedback(preds, read_feedback(root, hours[0])), len(raw_hours)
+    return join_feedback(preds, read_feedback(root, hours[0], problems=problems)), len(raw_hours)
 
 
 def partition_path(partitions_dir: Path, hour: datetime) -> Path:
     return Path(partitions_dir) / f"{hour:%Y-%m-%d-%H}.parquet"
 
 
-def labelled_examples(root: Path, since: datetime) -> pd.DataFrame:
+def labelled_examples(
+    root: LogLocation, since: datetime, problems: list[str] | None = None
+) -> pd.DataFrame:
     """Messages with a feedback label, as rows shaped like ``parsed_messages``.
 
     Provenance columns: ``prediction_id``, ``served_model_version``, ``predicted_at``,
     ``feedback_ts``. Duplicate content keeps the newest feedback (the latest truth).
     """
     hours = hours_between(since, datetime.now(UTC))
-    feedback = read_feedback(root, since)
+    feedback = read_feedback(root, since, problems=problems)
     columns = [
         "message_id",
         "group",
@@ -196,7 +220,11 @@ def labelled_examples(root: Path, since: datetime) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     # only labelled predictions' messages are read: a day of traffic logs gigabytes of them
     preds = read_predictions(
-        root, hours, with_messages=True, prediction_ids=set(feedback["prediction_id"])
+        root,
+        hours,
+        with_messages=True,
+        prediction_ids=set(feedback["prediction_id"]),
+        problems=problems,
     )
     if preds.empty or "message" not in preds.columns:
         return pd.DataFrame(columns=columns)

@@ -1,8 +1,8 @@
 """Monitoring stage: the prediction log as hourly partitions, the training reference, drift
 reports, and the labelled live traffic that retraining adds to the corpus."""
 
-import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -10,19 +10,8 @@ import pandas as pd
 
 from spam_assets.defs.monitoring.partitions import HOURLY
 from spam_assets.defs.resources import MonitoringResource
-from spam_assets.lib.drift import (
-    column_drift,
-    dataset_drift,
-    drifted_share,
-    retrain_reasons,
-    wilson_lower,
-)
-from spam_assets.lib.drift_report import (
-    REFERENCE_SPLITS,
-    evidently_html,
-    reference_for,
-    with_derived_columns,
-)
+from spam_assets.lib.drift import wilson_lower
+from spam_assets.lib.drift_report import REFERENCE_SPLITS, build_drift_report
 from spam_assets.lib.files import write_atomic
 from spam_assets.lib.final_fit import deployed_matrix
 from spam_assets.lib.monitoring import (
@@ -37,6 +26,19 @@ from spam_assets.lib.monitoring import (
 from spam_serving.featurize import NUMERIC_FEATURES
 from spam_serving.model_bundle import ModelBundle
 from spam_serving.settings import get_settings
+
+
+def skipped_files(context: dg.AssetExecutionContext, problems: list[str]) -> dict:
+    """Log files a read skipped (corrupt, or cut outside the writer), as a named warning in
+    the run log and in the metadata; one bad file never fails a monitoring run."""
+    for problem in problems:
+        context.log.warning(f"inference log: skipped unreadable file {problem}")
+    if not problems:
+        return {"skipped_log_files": 0}
+    return {
+        "skipped_log_files": len(problems),
+        "skipped_log_files_detail": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems)),
+    }
 
 
 def _hour(context: dg.AssetExecutionContext) -> datetime:
@@ -57,7 +59,8 @@ def inference_log(
     fresh anyway, so they never depend on when this ran."""
     hour = _hour(context)
     path = partition_path(monitoring.partitions_dir, hour)
-    counts = consolidate_partition(monitoring.log_root, hour, path)
+    problems: list[str] = []
+    counts = consolidate_partition(monitoring.log_root, hour, path, problems)
     n = counts["n_predictions"]
     context.log.info(f"{hour:%Y-%m-%d %H}:00 UTC: {n} predictions, {counts['n_feedback']} labels")
     return dg.MaterializeResult(
@@ -66,6 +69,7 @@ def inference_log(
             "by_model_version": dg.MetadataValue.json(counts["by_model_version"]),
             "status": "no traffic in this hour" if n == 0 else "ok",
             "path": dg.MetadataValue.path(str(path)),
+            **skipped_files(context, problems),
         }
     )
 
@@ -142,13 +146,13 @@ def drift_reference(
 def drift_report(
     context: dg.AssetExecutionContext, monitoring: MonitoringResource
 ) -> dg.MaterializeResult:
-    """PSI + KS per numeric feature, PSI + chi-square per categorical one, score drift against
-    the serving model's own reference scores, and feedback accuracy/F1/ham FPR. The headline
-    numbers are metadata (plotted over partitions in the UI) and are what the retrain sensor
-    reads; Evidently renders the HTML a human opens."""
+    """The window's drift (``spam_assets.lib.drift_report``) and feedback accuracy/F1/ham FPR.
+    The headline numbers are metadata (plotted over partitions in the UI) and are what the
+    retrain sensor reads; Evidently renders the HTML a human opens."""
     end = _hour(context)
     hours = hours_between(end - timedelta(hours=monitoring.window_hours - 1), end)
-    window, raw_hours = load_window(monitoring.log_root, monitoring.partitions_dir, hours)
+    problems: list[str] = []
+    window, raw_hours = load_window(monitoring.log_root, monitoring.partitions_dir, hours, problems)
     window_text = f"{hours[0]:%Y-%m-%d %H}:00 .. {end:%Y-%m-%d %H}:59 UTC"
     fb = feedback_metrics(window)
     base = {
@@ -159,6 +163,7 @@ def drift_report(
         "n_ham_false_positives": fb["n_ham_false_positives"],
         "ham_fpr_budget": monitoring.target_ham_fpr,
         "hours_read_from_raw_log": raw_hours,
+        **skipped_files(context, problems),
     }
     if len(window) < monitoring.min_predictions:
         context.log.info(f"{len(window)} predictions in {window_text}: no drift verdict")
@@ -169,64 +174,35 @@ def drift_report(
                 "retrain_recommended": False,
             }
         )
-    version, ref = reference_for(monitoring.reference_dir, window)
-    # every environment's rows: inputs drift regardless of which model answered
-    current = with_derived_columns(window)
-    reference = with_derived_columns(ref)
-    columns = [*NUMERIC_COLUMNS, "sender_tld"]
-    features = dataset_drift(
-        reference, current, columns, monitoring.feature_psi, categorical={"sender_tld"}
-    )
-    served = current[current["model_version"].astype(str) == version]
-    score_ref = reference[
-        reference["score_out_of_sample"]
-        if "score_out_of_sample" in reference
-        else reference["split"] == "validation"  # a reference written before the column
-    ]
-    score = column_drift("score", score_ref["score"], served["score"], monitoring.score_psi)
-    share = drifted_share(features)
-    summary = {
-        **base,
-        "score_psi": score.psi,
-        "drifted_share": share,
-        "feedback_accuracy": fb["accuracy"],
-    }
-    reasons, account = retrain_reasons(summary, monitoring.thresholds())
-
-    report_dir = monitoring.reports_dir
     stem = "drift-" + context.partition_key.replace(":", "")
-    html = evidently_html(
-        reference[[*columns, "score"]],
-        current[[*columns, "score"]],
-        monitoring.html_max_rows,
-        f"{report_dir}/{stem}.html",
+    report = build_drift_report(
+        window,
+        monitoring.reference_dir,
+        {**base, "feedback_accuracy": fb["accuracy"]},
+        monitoring.thresholds(),
+        feature_psi=monitoring.feature_psi,
+        score_psi=monitoring.score_psi,
+        html_max_rows=monitoring.html_max_rows,
+        report_stem=Path(monitoring.reports_dir) / stem,
     )
-    table = pd.DataFrame([f.to_dict() for f in [score, *features]]).sort_values(
-        "psi", ascending=False
-    )
-    json_path = f"{report_dir}/{stem}.json"
-    with open(json_path, "w") as f:
-        json.dump(
-            {**summary, "reasons": reasons, "columns": table.to_dict("records")}, f, default=str
-        )
-    top = table.head(10)[["column", "kind", "psi", "ks_statistic", "p_value", "drifted"]]
+    top = report.table().head(10)[["column", "kind", "psi", "ks_statistic", "p_value", "drifted"]]
     metadata = {
         **base,
         "status": "ok",
-        "model_version": version,
-        "score_psi": round(score.psi, 6),
-        "score_ks": round(score.ks_statistic or 0.0, 6),
-        "drifted_share": round(share, 4),
-        "n_drifted_features": sum(f.drifted for f in features),
-        "max_feature_psi": round(max(f.psi for f in features), 6),
-        "predicted_spam_share": float((current["label"] == "spam").mean()),
-        "reference_spam_share": float((score_ref["true_label"] == "spam").mean()),
-        "retrain_recommended": bool(reasons),
-        "reasons": "; ".join(reasons) or f"none: {account}",
+        "model_version": report.model_version,
+        "score_psi": round(report.score.psi, 6),
+        "score_ks": round(report.score.ks_statistic or 0.0, 6),
+        "drifted_share": round(report.drifted_share, 4),
+        "n_drifted_features": sum(f.drifted for f in report.features),
+        "max_feature_psi": round(max(f.psi for f in report.features), 6),
+        "predicted_spam_share": report.predicted_spam_share,
+        "reference_spam_share": report.reference_spam_share,
+        "retrain_recommended": bool(report.reasons),
+        "reasons": "; ".join(report.reasons) or f"none: {report.account}",
         "top_drifted": dg.MetadataValue.md(top.round(4).to_markdown(index=False)),
-        "evidently_report": dg.MetadataValue.path(html),
-        "report_url": dg.MetadataValue.url(f"file://{html}"),
-        "report_json": dg.MetadataValue.path(json_path),
+        "evidently_report": dg.MetadataValue.path(report.html_path),
+        "report_url": dg.MetadataValue.url(f"file://{report.html_path}"),
+        "report_json": dg.MetadataValue.path(report.json_path),
     }
     for key in ("accuracy", "f1", "ham_fpr"):
         if fb[key] is not None:
@@ -250,7 +226,8 @@ def labelled_feedback(
     the last ``feedback_lookback_hours``; provenance per row (prediction id, the version
     that served it, when the label arrived)."""
     since = datetime.now(UTC) - timedelta(hours=monitoring.feedback_lookback_hours)
-    df = labelled_examples(monitoring.log_root, since)
+    problems: list[str] = []
+    df = labelled_examples(monitoring.log_root, since, problems)
     versions = df["served_model_version"].value_counts().to_dict() if len(df) else {}
     context.log.info(f"{len(df)} labelled live messages since {since:%Y-%m-%d %H:%M} UTC")
     return dg.Output(
@@ -263,5 +240,6 @@ def labelled_feedback(
                 {str(k): int(v) for k, v in versions.items()}
             ),
             "newest_feedback": str(df["feedback_ts"].max()) if len(df) else "none",
+            **skipped_files(context, problems),
         },
     )

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from spam_assets.defs.resources.slice import SettingsSlice, Source
+from spam_serving.log_store import LogStore, make_log_store
+from spam_serving.settings import get_settings
 
 
 class MonitoringResource(SettingsSlice):
@@ -22,6 +24,9 @@ class MonitoringResource(SettingsSlice):
     }
 
     inference_log_dir: str
+    log_blob_container: str | None
+    log_blob_prefix: str
+    azure_storage_account: str | None
     monitoring_dir: str
     reports_dir: str
     window_hours: int
@@ -50,8 +55,19 @@ class MonitoringResource(SettingsSlice):
     canary_alpha: float
 
     @property
-    def log_root(self) -> Path:
-        return Path(self.inference_log_dir)
+    def log_root(self) -> Path | LogStore:
+        """The inference log the serving pods write: the local directory, or its Blob
+        container (``SPAM_LOG_BLOB_CONTAINER``)."""
+        if not self.log_blob_container:
+            return Path(self.inference_log_dir)
+        return make_log_store(
+            self.inference_log_dir,
+            self.log_blob_container,
+            self.log_blob_prefix,
+            self.azure_storage_account,
+            # a secret: read from the environment when used, never shown as resource config
+            get_settings().azure_storage_connection_string,
+        )
 
     @property
     def partitions_dir(self) -> Path:
