@@ -102,10 +102,10 @@ def main() -> None:
         )
         for key in ("SPAM_DAGSTER_POSTGRES_URL", "SPAM_MLFLOW_TRACKING_URI", "DAGSTER_HOME"):
             os.environ.pop(key, None)
-        from spam_assets.defs.deployment.assets import local_state
         from spam_assets.defs.monitoring.partitions import HOURLY
         from spam_assets.defs.monitoring.sensors import drift_retrain_sensor
         from spam_assets.defs.resources import build_resources
+        from spam_assets.lib.local_deploy import local_state
         from spam_assets.lib.local_server import stop_server
 
         home = work / "home"

@@ -91,8 +91,8 @@ def summary(instance: dg.DagsterInstance) -> str:
 def _serve(command: str) -> int:
     """``serve``: the service from source in the foreground (what ``make serve`` runs);
     ``serve-stop``: stop the server the ``local_deployment`` asset started."""
-    from spam_assets.defs.deployment.assets import local_state
     from spam_assets.defs.resources import build_resources
+    from spam_assets.lib.local_deploy import local_state
     from spam_assets.lib.local_server import stop_server
 
     serving = build_resources()["serving"]

@@ -4,30 +4,24 @@ The MLflow alias ``champion`` moves only after the served model answered a smoke
 so the alias always names a model that is actually serving.
 """
 
-import json
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 
 import dagster as dg
 
 from spam_assets.defs.resources import MlflowRegistry, MonitoringResource, ServingResource
 from spam_assets.lib.helper_process import HelperError, run_helper
-from spam_assets.lib.local_server import (
-    ServerError,
-    pid_alive,
-    port_in_use,
-    smoke_test,
-    start_server,
-    stop_server,
-    try_it_command,
-    wait_for_version,
-    wait_ready,
+from spam_assets.lib.local_deploy import (
+    STATE_FILE,
+    STRATEGIES,
+    DeploymentFailed,
+    LocalTarget,
+    deploy_local,
+    local_state,
 )
-from spam_serving.model_store import read_aliases, read_canary, write_aliases
+from spam_assets.lib.local_server import try_it_command
 from spam_serving.settings import PROJECT_ROOT, get_settings
 
-STATE_FILE = "local_deployment.json"
+__all__ = ["STATE_FILE", "bento", "local_deployment", "local_state"]
 
 
 @dg.asset(
@@ -88,11 +82,8 @@ def local_deployment(
     registry: MlflowRegistry,
     monitoring: MonitoringResource,
 ):
-    """Serve ``bento``'s model under both aliases, smoke-test it, then move ``champion``.
-
-    A running server of the same service code keeps running and hot-swaps the model (no
-    dropped requests); different code, a dead server or ``restart`` starts a new process.
-    On any failure the alias file is restored, so the previous model keeps serving.
+    """Serve ``bento``'s model (``spam_assets.lib.local_deploy``: hot swap or start, direct or
+    canary, smoke-tested, the previous model restored on failure), then move ``champion``.
     With ``SPAM_TARGET=azure`` it does not materialize (a server inside a step pod would die
     with the pod, and ``champion`` is moved by ``aks_deployment``); an observation says so.
     """
@@ -102,145 +93,61 @@ def local_deployment(
         context.log.info(f"local_deployment skipped: {reason}")
         yield dg.AssetObservation(asset_key=context.asset_key, metadata={"skipped": reason})
         return
-    api_key = serving.ensure_api_key()
-    state_path = serving.state_dir / STATE_FILE
-    state = local_state(serving.state_dir)
-    version = str(bento["model_version"])
-    entry = {"model_tag": bento["model_tag"], "model_version": version}
-    previous_aliases = read_aliases(serving.alias_file)
-    previous_canary = read_canary(serving.alias_file)
-    running = bool(state) and pid_alive(state["pid"]) and state.get("port") == serving.port
-    hot_swap = running and not config.restart and state.get("code_hash") == bento["code_hash"]
-    if config.strategy not in ("direct", "canary"):
+    if config.strategy not in STRATEGIES:
         raise dg.Failure(description=f"local_deployment: unknown strategy {config.strategy!r}")
-    champion = previous_aliases.get("champion")
-    canary = (
-        config.strategy == "canary"
-        and champion is not None
-        and str(champion.get("model_version")) != version
+    version = str(bento["model_version"])
+    local = LocalTarget(
+        host=serving.host,
+        port=serving.port,
+        url=serving.url,
+        state_dir=serving.state_dir,
+        alias_file=serving.alias_file,
+        env=serving.process_env(),
+        startup_timeout_s=serving.startup_timeout_s,
+        api_key=serving.ensure_api_key(),
     )
-    if canary:
-        stage = monitoring.canary_stages[0]
-        canary_state = {
-            "version": version,
-            "champion_version": str(champion.get("model_version")),
-            "fraction": stage,
-            "started_at": datetime.now(UTC).isoformat(),
-        }
-        write_aliases(serving.alias_file, {"champion": champion, "challenger": entry}, canary_state)
-    else:
-        canary_state = {}
-        write_aliases(serving.alias_file, {"champion": entry, "challenger": entry})
     try:
-        if hot_swap:
-            mode, ready_s, pid = ("canary" if canary else "hot-swap"), 0.0, state["pid"]
-            context.log.info(f"server pid {pid} runs the same code; swapping the model")
-            wait_for_version(serving.url, api_key, version, "staging" if canary else "production")
-        else:
-            if running:
-                context.log.info(f"stopping server pid {state['pid']} ({state['bento_tag']})")
-                stop_server(state["pid"])
-            elif port_in_use(serving.host, serving.port):
-                raise ServerError(
-                    f"port {serving.port} is in use by a process this deployment did not start; "
-                    "stop it or set SPAM_SERVE_PORT"
-                )
-            mode = "restart" if running else "start"
-            server = start_server(
-                bento["bento_tag"],
-                serving.host,
-                serving.port,
-                serving.process_env(),
-                serving.state_dir / "bento.log",
-            )
-            pid = server.pid
-            try:
-                ready_s = wait_ready(server, serving.startup_timeout_s)
-            except ServerError:
-                stop_server(server.pid)
-                raise
-        if canary:
-            smoke = smoke_test(serving.url, api_key, version, "staging")
-            smoke_test(
-                serving.url, api_key, (str(champion.get("model_version")), version), "production"
-            )
-        else:
-            smoke = smoke_test(serving.url, api_key, version, "production")
-            smoke_test(serving.url, api_key, version, "staging")
-    except ServerError as exc:
-        if previous_aliases:
-            write_aliases(serving.alias_file, previous_aliases, previous_canary)
-        if running and not hot_swap and not pid_alive(state["pid"]):
-            _restart_previous(context, serving, state)
+        done = deploy_local(
+            bento,
+            local,
+            strategy=config.strategy,
+            restart=config.restart,
+            canary_fraction=monitoring.canary_stages[0],
+            log=context.log.info,
+        )
+    except DeploymentFailed as exc:
         raise dg.Failure(
             description=f"local_deployment of model v{version} failed: {exc}",
-            metadata={"log": dg.MetadataValue.path(str(serving.state_dir / "bento.log"))},
+            metadata={"log": dg.MetadataValue.path(str(local.log_file))},
         ) from exc
 
-    if canary:
+    state = done.state
+    if done.canary:
         context.log.info(
-            f"model v{version} is the canary: {canary_state['fraction']:.0%} of production "
-            f"(champion stays v{canary_state['champion_version']}); canary_rollout decides"
+            f"model v{version} is the canary: {done.canary['fraction']:.0%} of production "
+            f"(champion stays v{done.canary['champion_version']}); canary_rollout decides"
         )
     else:
         registry.client().set_registered_model_alias(registry.model_name, "champion", version)
-    new_state = {
-        "pid": pid,
-        "port": serving.port,
-        "url": serving.url,
-        "bento_tag": bento["bento_tag"] if not hot_swap else state["bento_tag"],
-        "code_hash": bento["code_hash"],
-        "model_version": canary_state.get("champion_version", version),
-        "canary": canary_state,
-        "deployed_at": datetime.now(UTC).isoformat(),
-    }
-    state_path.write_text(json.dumps(new_state, indent=2))
-    curl = try_it_command(serving.url, serving.api_keys_file, multiline=True)
-    if not canary:
         context.log.info(
-            f"model v{version} serving at {serving.url} ({mode}); champion -> v{version}"
+            f"model v{version} serving at {serving.url} ({done.mode}); champion -> v{version}"
         )
+    curl = try_it_command(serving.url, serving.api_keys_file, multiline=True)
     yield dg.Output(
-        {**new_state, "mode": mode, "api_keys_file": serving.api_keys_file, "curl": curl},
+        {**state, "mode": done.mode, "api_keys_file": serving.api_keys_file, "curl": curl},
         metadata={
             "url": dg.MetadataValue.url(serving.url),
-            "pid": pid,
+            "pid": state["pid"],
             "model_version": version,
-            "bento_tag": new_state["bento_tag"],
-            "mode": mode,
-            "canary_fraction": canary_state.get("fraction", 0.0),
-            "champion_version": new_state["model_version"],
-            "ready_seconds": round(ready_s, 2),
-            "smoke_label": smoke["label"],
-            "smoke_spam_probability": round(smoke["spam_probability"], 4),
+            "bento_tag": state["bento_tag"],
+            "mode": done.mode,
+            "canary_fraction": done.canary.get("fraction", 0.0),
+            "champion_version": state["model_version"],
+            "ready_seconds": round(done.ready_s, 2),
+            "smoke_label": done.smoke["label"],
+            "smoke_spam_probability": round(done.smoke["spam_probability"], 4),
             "api_keys_file": dg.MetadataValue.path(serving.api_keys_file),
             "try_it": dg.MetadataValue.md(f"```\n{curl}\n```"),
             "deployed_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         },
     )
-
-
-def _restart_previous(
-    context: dg.AssetExecutionContext, serving: ServingResource, state: dict
-) -> None:
-    """Best effort: bring the previous Bento back on the port after a failed replacement."""
-    try:
-        server = start_server(
-            state["bento_tag"],
-            serving.host,
-            serving.port,
-            serving.process_env(),
-            serving.state_dir / "bento.log",
-        )
-        wait_ready(server, serving.startup_timeout_s)
-        state["pid"] = server.pid
-        (serving.state_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
-        context.log.warning(f"previous deployment {state['bento_tag']} restarted")
-    except ServerError as exc:
-        context.log.error(f"could not restart the previous deployment: {exc}")
-
-
-def local_state(state_dir: Path) -> dict:
-    """The last successful local deployment (for the CLI summary)."""
-    path = state_dir / STATE_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}

@@ -8,15 +8,14 @@ back (the challenger alias returns to the champion's version and an alert goes o
 file and the MLflow aliases are changed together, so they always say what serves what.
 """
 
-import json
 from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
 
-from spam_assets.defs.deployment.assets import STATE_FILE, local_state
 from spam_assets.defs.resources import MlflowRegistry, MonitoringResource, ServingResource
 from spam_assets.lib.canary import decide, version_stats
+from spam_assets.lib.local_deploy import local_state, write_state
 from spam_assets.lib.monitoring import hours_between, join_feedback, read_feedback, read_predictions
 from spam_serving.model_store import read_aliases, read_canary, write_aliases
 
@@ -101,4 +100,4 @@ def _record_state(serving: ServingResource, version: str) -> None:
     state = local_state(serving.state_dir)
     if state:
         state.update(model_version=version, canary={}, promoted_at=datetime.now(UTC).isoformat())
-        (serving.state_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+        write_state(serving.state_dir, state)
