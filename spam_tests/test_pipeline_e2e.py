@@ -165,14 +165,14 @@ def test_full_chain(small_run: Path, instance, monkeypatch):
     assert bundle.featurizer.state_hash != selection["state_hash"]
     with open(home / "data" / "assets" / "tuned_model.pkl", "rb") as f:
         tuned = pickle.load(f)
-    oos = np.asarray(tuned["oof_scores"]["validation"])
-    assert tuned["stack"] is not None and set(tuned["thresholds"]) >= {"junk", "reject"}
+    oos = np.asarray(tuned.oof_scores["validation"])
+    assert tuned.stack is not None and set(tuned.thresholds) >= {"junk", "reject"}
     assert meta["thresholds_chosen_on"].startswith("out-of-fold")
     ref = pd.read_parquet(str(latest_metadata(instance, "drift_reference")["path"]))
     assert ref["score_out_of_sample"].all()
     np.testing.assert_allclose(ref.loc[ref["split"] == "validation", "score"], oos)
     np.testing.assert_allclose(
-        ref.loc[ref["split"] == "train", "score"], tuned["oof_scores"]["train"]
+        ref.loc[ref["split"] == "train", "score"], tuned.oof_scores["train"]
     )
     val = splits[splits["split"] == "validation"]
     val_messages = [from_record(r) for r in val.to_dict("records")]

@@ -11,12 +11,17 @@ hand every downstream asset the matrix of the model it is looking at.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
 from spam_assets.lib.messages import messages_of
 from spam_serving.featurize import Featurizer
 from spam_serving.reputation import REPUTATION_FEATURES
+
+if TYPE_CHECKING:
+    from spam_assets.lib.tuned import TunedModel
 
 FIT_SPLITS = ("train", "validation")
 
@@ -65,8 +70,8 @@ def _fit_labels(feature_matrices: dict) -> np.ndarray:
     return np.concatenate([np.asarray(feature_matrices[s]["y"]) for s in FIT_SPLITS])
 
 
-def deployed_matrix(tuned_model: dict, feature_matrices: dict, split: str) -> np.ndarray:
+def deployed_matrix(tuned_model: TunedModel, feature_matrices: dict, split: str) -> np.ndarray:
     """The ``split`` rows as the deployed model sees them: its own matrices when it was
     refitted with a different featurizer, otherwise ``feature_matrices``'."""
-    own = tuned_model.get("matrices")
+    own = tuned_model.matrices
     return own[split] if own else feature_matrices[split]["X"]

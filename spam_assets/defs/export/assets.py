@@ -7,6 +7,7 @@ from spam_assets.azure_target import k8s_op_tags
 from spam_assets.defs.resources import MlflowRegistry, StorageResource
 from spam_assets.lib.ensemble import Stack
 from spam_assets.lib.onnx_export import booster_from_bytes, to_onnx
+from spam_assets.lib.tuned import TunedModel
 from spam_serving.explain import EnsembleExplainer, TreeExplainer
 from spam_serving.featurize import Featurizer
 from spam_serving.model_bundle import write_bundle
@@ -21,7 +22,7 @@ from spam_serving.model_bundle import write_bundle
 )
 def onnx_model(
     context: dg.AssetExecutionContext,
-    tuned_model: dict,
+    tuned_model: TunedModel,
     feature_pipeline: Featurizer,
     model_evaluation: dict,
     storage: StorageResource,
@@ -34,35 +35,35 @@ def onnx_model(
     """
     # the featurizer the model was trained with travels with it (refitted on train +
     # validation, spam_assets.lib.final_fit); a tuned_model without one used feature_pipeline
-    featurizer: Featurizer = tuned_model.get("featurizer") or feature_pipeline
-    if featurizer.state_hash != tuned_model["featurizer_hash"]:
+    featurizer: Featurizer = tuned_model.featurizer or feature_pipeline
+    if featurizer.state_hash != tuned_model.featurizer_hash:
         raise dg.Failure(
             description="onnx_model: feature_pipeline changed since tuned_model was trained "
-            f"({featurizer.state_hash[:12]} != {tuned_model['featurizer_hash'][:12]}); "
+            f"({featurizer.state_hash[:12]} != {tuned_model.featurizer_hash[:12]}); "
             "re-materialize tuned_model"
         )
-    booster = booster_from_bytes(tuned_model["booster"])
-    stack = Stack.from_dict(tuned_model["stack"]) if tuned_model.get("stack") else None
+    booster = booster_from_bytes(tuned_model.booster)
+    stack = Stack.from_dict(tuned_model.stack) if tuned_model.stack else None
     n_base = featurizer.n_base_features
     onnx_bytes = to_onnx(booster, featurizer.n_features, stack, n_base)
     explainer = TreeExplainer.from_xgboost_json(booster.save_raw("json"))
     if stack is not None:
         explainer = EnsembleExplainer.from_stack(explainer, n_base, stack)
-    version = tuned_model["model_version"]
-    path = storage.bundle_dir(tuned_model["model_name"], version)
+    version = tuned_model.model_version
+    path = storage.bundle_dir(tuned_model.model_name, version)
     meta = write_bundle(
         path,
         onnx_bytes,
         featurizer,
-        tuned_model["booster"],
+        tuned_model.booster,
         {
-            "model_name": tuned_model["model_name"],
+            "model_name": tuned_model.model_name,
             "model_version": version,
-            "mlflow_run_id": tuned_model["run_id"],
-            "threshold": tuned_model["threshold"],
-            "thresholds": tuned_model.get("thresholds", {"junk": tuned_model["threshold"]}),
-            "fpr_thresholds": {str(k): v for k, v in tuned_model["fpr_thresholds"].items()},
-            "stack": tuned_model.get("stack"),
+            "mlflow_run_id": tuned_model.run_id,
+            "threshold": tuned_model.threshold,
+            "thresholds": tuned_model.thresholds,
+            "fpr_thresholds": {str(k): v for k, v in tuned_model.fpr_thresholds.items()},
+            "stack": tuned_model.stack,
             "n_base": n_base,
             "test_metrics": {
                 k: v for k, v in model_evaluation["metrics"].items() if not isinstance(v, dict)
@@ -71,7 +72,7 @@ def onnx_model(
         explainer=explainer,
     )
     client = registry.client()
-    client.log_artifacts(tuned_model["run_id"], str(path), "bundle")
+    client.log_artifacts(tuned_model.run_id, str(path), "bundle")
     client.set_model_version_tag(registry.model_name, version, "onnx_sha256", meta["onnx_sha256"])
     client.set_model_version_tag(registry.model_name, version, "bundle_path", str(path))
     context.log.info(f"bundle v{version} written to {path}")

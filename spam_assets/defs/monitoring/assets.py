@@ -23,6 +23,7 @@ from spam_assets.lib.monitoring import (
     load_window,
     partition_path,
 )
+from spam_assets.lib.tuned import TunedModel
 from spam_serving.featurize import NUMERIC_FEATURES
 from spam_serving.model_bundle import ModelBundle
 from spam_serving.settings import get_settings
@@ -83,7 +84,7 @@ def drift_reference(
     context: dg.AssetExecutionContext,
     dataset_splits: pd.DataFrame,
     feature_matrices: dict,
-    tuned_model: dict,
+    tuned_model: TunedModel,
     onnx_model: dict,
     monitoring: MonitoringResource,
 ) -> dg.MaterializeResult:
@@ -101,7 +102,7 @@ def drift_reference(
     for split in REFERENCE_SPLITS:
         m = feature_matrices[split]
         part = pd.DataFrame(m["X"][:, : len(NUMERIC_FEATURES)], columns=list(NUMERIC_COLUMNS))
-        oos = tuned_model.get("oof_scores", {}).get(split)
+        oos = tuned_model.oof_scores.get(split)
         part["score_out_of_sample"] = oos is not None
         if oos is None:
             oos = bundle.predict_matrix(deployed_matrix(tuned_model, feature_matrices, split))

@@ -1,7 +1,6 @@
 """Training stage: Ray Tune search -> refit -> MLflow registry (alias ``challenger``) ->
 evaluation on the time-split test set (against the champion when there is one)."""
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -13,31 +12,24 @@ import pandas as pd
 from spam_assets.azure_target import k8s_op_tags
 from spam_assets.defs.resources import FeastResource, MlflowRegistry, ModelPolicy, TuningResource
 from spam_assets.defs.tables import table
+from spam_assets.lib.champion import ChampionError, champion_metrics
 from spam_assets.lib.ensemble import model_scores
 from spam_assets.lib.final_fit import deployed_matrix
-from spam_assets.lib.messages import messages_of
 from spam_assets.lib.metrics import (
     confusion_markdown,
     evaluate,
     low_fpr_curve,
     low_fpr_png,
     markdown_table,
-    matched_fpr_comparison,
-    mcnemar,
     metric_rows,
     png_markdown,
     pr_curve_png,
 )
 from spam_assets.lib.onnx_export import booster_from_bytes
-from spam_assets.lib.reputation import historical_reputation
 from spam_assets.lib.splits import FEEDBACK_GROUP
 from spam_assets.lib.training import band_rows, train, tune_data
+from spam_assets.lib.tuned import TunedModel, log_training_run
 from spam_assets.lib.tuning import trials_rows
-from spam_serving.model_bundle import ModelBundle
-
-CHALLENGER = "challenger"
-CHAMPION = "champion"
-PIP_REQUIREMENTS = ["xgboost>=3.0", "numpy"]
 
 
 @dg.asset(
@@ -56,7 +48,7 @@ def tuned_model(
     feature_matrices: dict,
     feature_pipeline,
     dataset_splits: pd.DataFrame,
-) -> dg.Output[dict]:
+) -> dg.Output[TunedModel]:
     """The Dagster run's MLflow run (dagster-mlflow) is the parent; each Tune trial is a
     nested child run. The trees are refitted with the best config and its early-stopped
     round count on train + validation with a featurizer refitted on both
@@ -65,7 +57,6 @@ def tuned_model(
     (``spam_assets.lib.training``). The deployed featurizer and matrices travel in this
     output."""
     import mlflow
-    import mlflow.xgboost
 
     mlf = context.resources.mlflow
     tuning: TuningResource = context.resources.tuning
@@ -105,79 +96,46 @@ def tuned_model(
     booster, featurizer = trained.booster, trained.featurizer
     booster.set_param({"nthread": 1})
     threshold = trained.thresholds["junk"]
-    raw_model = bytes(booster.save_raw("ubj"))
-
-    mlf.log_params(
-        {
-            **result.best_config,
-            "num_boost_round": rounds,
-            "n_features": featurizer.n_features,
-            "target_ham_fpr": policy.target_ham_fpr,
-            "reject_ham_fpr": policy.reject_ham_fpr,
-            "refit_with_validation": policy.refit_with_validation,
-            "model_kind": "ensemble" if trained.stack else "xgboost",
-        }
-    )
-    mlf.log_metrics(
-        {
+    version = log_training_run(
+        mlf,
+        registry.client(),
+        registry.model_name,
+        trained,
+        params={**result.best_config, "num_boost_round": rounds},
+        metrics={
             **{f"best_{k}": float(v) for k, v in result.best_metrics.items()},
-            "threshold": threshold,
-            "reject_threshold": trained.thresholds["reject"],
             "tune_seconds": tune_s,
             "fit_seconds": fit_s,
             "n_trials": len(result.trials),
-        }
+        },
+        policy=policy.training_policy(),
+        version_tags={
+            "threshold": str(threshold),
+            "featurizer_hash": featurizer.state_hash,
+            "dagster_run_id": context.run.run_id,
+        },
     )
-    mlf.set_tags({"featurizer_hash": featurizer.state_hash})
-    with tempfile.TemporaryDirectory() as tmp:
-        fz = Path(tmp) / "featurizer.json"
-        fz.write_text(featurizer.to_json())
-        mlf.log_artifact(str(fz))
-        if trained.stack:
-            (Path(tmp) / "stack.json").write_text(json.dumps(trained.stack, indent=2))
-            mlf.log_artifact(str(Path(tmp) / "stack.json"))
-    info = mlflow.xgboost.log_model(
-        booster,
-        name="model",
-        registered_model_name=registry.model_name,
-        pip_requirements=PIP_REQUIREMENTS,
-        model_format="ubj",
-    )
-    client = registry.client()
-    version = str(info.registered_model_version)
-    client.set_registered_model_alias(registry.model_name, CHALLENGER, version)
-    for key, value in {
-        "threshold": threshold,
-        "featurizer_hash": featurizer.state_hash,
-        "dagster_run_id": context.run.run_id,
-    }.items():
-        client.set_model_version_tag(registry.model_name, version, key, str(value))
     # dagster-mlflow leaves its run open (it unregisters MLflow's atexit end); this asset is
     # the last writer to it in the run, so close it here with a real status.
     mlf.end_run()
 
     return dg.Output(
-        {
-            "booster": raw_model,
-            "config": result.best_config,
-            "num_boost_round": rounds,
-            "threshold": threshold,
-            "thresholds": trained.thresholds,
-            "fpr_thresholds": trained.fpr_thresholds,
-            # out-of-sample scores per training split: the score-drift reference
-            "oof_scores": trained.oof_scores,
-            # the ensemble's second stage (None: the trees alone)
-            "stack": trained.stack,
-            "n_base": featurizer.n_base_features,
-            # the deployed featurizer and, when it is not feature_pipeline, its matrices
-            "featurizer": featurizer,
-            "matrices": trained.matrices,
-            "model_name": registry.model_name,
-            "model_version": version,
-            "run_id": parent_id,
-            "featurizer_hash": featurizer.state_hash,
-            "n_features": featurizer.n_features,
-        },
+        TunedModel(
+            booster=bytes(booster.save_raw("ubj")),
+            config=result.best_config,
+            num_boost_round=rounds,
+            threshold=threshold,
+            thresholds=trained.thresholds,
+            fpr_thresholds=trained.fpr_thresholds,
+            oof_scores=trained.oof_scores,
+            stack=trained.stack,
+            n_base=featurizer.n_base_features,
+            featurizer=featurizer,
+            matrices=trained.matrices,
+            model_name=registry.model_name,
+            model_version=version,
+            run_id=parent_id,
+        ),
         metadata={
             "model_version": version,
             "mlflow_run_id": parent_id,
@@ -205,62 +163,6 @@ def tuned_model(
     )
 
 
-def champion_metrics(
-    registry: MlflowRegistry,
-    test: pd.DataFrame,
-    exclude_version: str,
-    log,
-    challenger: tuple[np.ndarray, float] | None = None,
-    feast: FeastResource | None = None,
-) -> dict | None:
-    """Evaluate the model behind alias ``champion`` on the same test rows, with its own
-    featurizer and threshold (from its bundle). None when there is no champion yet.
-
-    With ``challenger`` (its scores per test row, same order, and its threshold) it adds an
-    exact McNemar test on the paired predictions (a point difference in F1 on a few thousand
-    messages can be noise) and the comparison at the champion's held-out ham FPR
-    (``matched``, see ``matched_fpr_comparison``)."""
-    client = registry.client()
-    try:
-        mv = client.get_model_version_by_alias(registry.model_name, CHAMPION)
-    except Exception:
-        return None
-    if str(mv.version) == str(exclude_version):
-        log.info(f"champion is v{mv.version}, the model under evaluation")
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = client.download_artifacts(mv.run_id, "bundle", tmp)
-        except Exception as exc:
-            raise dg.Failure(
-                description=f"champion v{mv.version} has no 'bundle' artifact in run "
-                f"{mv.run_id}: {exc}"
-            ) from exc
-        bundle = ModelBundle.load(local)
-        messages = messages_of(test)
-        reputation = None
-        if bundle.featurizer.config.reputation:
-            if feast is None:
-                raise dg.Failure(f"champion v{mv.version} needs reputation features: no store")
-            reputation = historical_reputation(feast.store(), messages)
-        scores = bundle.predict_proba(messages, reputation)
-    metrics = evaluate(
-        test["label"].to_numpy(),
-        scores,
-        test["group"].to_numpy(),
-        bundle.threshold,
-        {float(k): v for k, v in bundle.meta.get("fpr_thresholds", {}).items()},
-    )
-    out = {**metrics, "model_version": str(mv.version)}
-    if challenger is not None:
-        y = test["label"].to_numpy()
-        chall_scores, chall_threshold = challenger
-        champ_pred = (scores >= bundle.threshold).astype(int)
-        chall_pred = (chall_scores >= chall_threshold).astype(int)
-        out["mcnemar"] = mcnemar(y, champ_pred, chall_pred)
-        out["matched"] = matched_fpr_comparison(y, scores, bundle.threshold, chall_scores)
-    return out
-
-
 @dg.asset(
     group_name="training",
     kinds={"mlflow"},
@@ -269,37 +171,41 @@ def champion_metrics(
 )
 def model_evaluation(
     context: dg.AssetExecutionContext,
-    tuned_model: dict,
+    tuned_model: TunedModel,
     feature_matrices: dict,
     dataset_splits: pd.DataFrame,
     registry: MlflowRegistry,
     feast: FeastResource,
 ) -> dg.Output[dict]:
     test = feature_matrices["test"]
-    booster = booster_from_bytes(tuned_model["booster"])
+    booster = booster_from_bytes(tuned_model.booster)
     scores = model_scores(
         booster,
-        tuned_model.get("stack"),
+        tuned_model.stack,
         deployed_matrix(tuned_model, feature_matrices, "test"),
-        tuned_model.get("n_base", 0),
+        tuned_model.n_base,
     )
     y = np.asarray(test["y"]).astype(int)
     metrics = evaluate(
         y,
         scores,
         np.asarray(test["group"]),
-        tuned_model["threshold"],
-        tuned_model["fpr_thresholds"],
+        tuned_model.threshold,
+        tuned_model.fpr_thresholds,
     )
     test_rows = dataset_splits[dataset_splits["split"] == "test"]
-    champion = champion_metrics(
-        registry,
-        test_rows,
-        tuned_model["model_version"],
-        context.log,
-        (scores, tuned_model["threshold"]),
-        feast,
-    )
+    try:
+        champion = champion_metrics(
+            registry.client(),
+            registry.model_name,
+            test_rows,
+            tuned_model.model_version,
+            context.log.info,
+            (scores, tuned_model.threshold),
+            feast.store,
+        )
+    except ChampionError as exc:
+        raise dg.Failure(description=f"model_evaluation: {exc}") from exc
     significance = champion["mcnemar"] if champion else None
     matched = champion.get("matched") if champion else None
 
@@ -309,30 +215,30 @@ def model_evaluation(
         for g in feature_matrices[part]["group"]
     )
     client = registry.client()
-    client.set_tag(tuned_model["run_id"], "n_feedback_train", str(n_feedback))
+    client.set_tag(tuned_model.run_id, "n_feedback_train", str(n_feedback))
     if significance:
-        client.log_metric(tuned_model["run_id"], "mcnemar_p_value", significance["p_value"])
+        client.log_metric(tuned_model.run_id, "mcnemar_p_value", significance["p_value"])
     for key, value in metrics.items():
         if isinstance(value, int | float):
-            client.log_metric(tuned_model["run_id"], f"test_{key}", float(value))
-    results = {f"v{tuned_model['model_version']} (challenger)": metrics}
+            client.log_metric(tuned_model.run_id, f"test_{key}", float(value))
+    results = {f"v{tuned_model.model_version} (challenger)": metrics}
     if champion is not None:
         results[f"v{champion['model_version']} (champion)"] = champion
-    png = pr_curve_png(y, scores, tuned_model["threshold"])
-    low_png = low_fpr_png(y, scores, tuned_model["threshold"])
+    png = pr_curve_png(y, scores, tuned_model.threshold)
+    low_png = low_fpr_png(y, scores, tuned_model.threshold)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "pr_curve.png").write_bytes(png)
         (Path(tmp) / "low_fpr_curve.png").write_bytes(low_png)
         (Path(tmp) / "metrics.md").write_text(markdown_table(results))
-        client.log_artifacts(tuned_model["run_id"], tmp, "evaluation")
+        client.log_artifacts(tuned_model.run_id, tmp, "evaluation")
     return dg.Output(
         {
-            "model_version": tuned_model["model_version"],
+            "model_version": tuned_model.model_version,
             "metrics": metrics,
             "champion": champion,
         },
         metadata={
-            "model_version": tuned_model["model_version"],
+            "model_version": tuned_model.model_version,
             **{
                 k: round(metrics[k], 4)
                 for k in ("f1", "recall", "easy_ham_fpr", "hard_ham_fpr", "pr_auc")
