@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from spam_tests.helpers.env import free_port, stop_process, wait_listening
+
 #: Stock operating points: (action name, lowest score that takes it), strictest first.
 SPAMASSASSIN_ACTIONS = (("spam", 5.0),)
 RSPAMD_ACTIONS = (("reject", 15.0), ("add header", 6.0))
@@ -85,35 +87,6 @@ def missing() -> dict[str, str]:
         if absent:
             out[name] = f"not installed ({', '.join(absent)} missing; run `make install-peers`)"
     return out
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode} during start-up")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{what} did not listen on {port} within {timeout:.0f} s")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _write_messages(folder: Path, raws: Sequence[bytes]) -> None:
@@ -175,7 +148,7 @@ def spamassassin(
             )
         learn_s = time.perf_counter() - started
     _open_to_all(work)
-    port = _free_port()
+    port = free_port()
     with open(work / "spamd.log", "wb") as log:  # the child keeps its own copy of the fd
         proc = subprocess.Popen(
             [
@@ -200,13 +173,13 @@ def spamassassin(
             stderr=log,
         )
     try:
-        _wait_port(port, proc, 120, "spamd")
+        wait_listening(port, proc, 120, "spamd")
         started = time.perf_counter()
         with ThreadPoolExecutor(_CLIENTS) as pool:
             scores = list(pool.map(lambda raw: _spamd_check(port, raw), test))
         elapsed = time.perf_counter() - started
     finally:
-        _stop(proc)
+        stop_process(proc)
     name = "SpamAssassin rules + Bayes (trained on train)" if bayes else "SpamAssassin rules"
     return PeerRun(name, np.asarray(scores), SPAMASSASSIN_ACTIONS, elapsed, learn_s)
 
@@ -249,7 +222,7 @@ def _learn(url: str, raw: bytes) -> str:
 
 def rspamd(test: Sequence[bytes], train: Sequence[tuple[bytes, int]] | None, work: Path) -> PeerRun:
     """rspamd's scores on ``test``; with ``train`` its Bayes (in its own Redis) learns first."""
-    ports = [_free_port() for _ in range(4)]
+    ports = [free_port() for _ in range(4)]
     normal, controller, proxy, redis_port = ports
     conf = work / "conf"
     _rspamd_config(conf, normal, controller, proxy, redis_port)
@@ -275,7 +248,7 @@ def rspamd(test: Sequence[bytes], train: Sequence[tuple[bytes, int]] | None, wor
     )
     daemon = None
     try:
-        _wait_port(redis_port, redis, 30, "redis-server")
+        wait_listening(redis_port, redis, 30, "redis-server")
         with open(work / "rspamd.log", "wb") as log:
             daemon = subprocess.Popen(
                 [
@@ -293,8 +266,8 @@ def rspamd(test: Sequence[bytes], train: Sequence[tuple[bytes, int]] | None, wor
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        _wait_port(normal, daemon, 120, "rspamd")
-        _wait_port(controller, daemon, 60, "rspamd controller")
+        wait_listening(normal, daemon, 120, "rspamd")
+        wait_listening(controller, daemon, 60, "rspamd controller")
         learn_s, outcomes = 0.0, Counter()
         if train is not None:
             started = time.perf_counter()
@@ -318,8 +291,8 @@ def rspamd(test: Sequence[bytes], train: Sequence[tuple[bytes, int]] | None, wor
         elapsed = time.perf_counter() - started
     finally:
         if daemon is not None:
-            _stop(daemon)
-        _stop(redis)
+            stop_process(daemon)
+        stop_process(redis)
     bayes_fired = sum("BAYES_SPAM" in a["symbols"] or "BAYES_HAM" in a["symbols"] for a in answers)
     name = "rspamd + Bayes (trained on train)" if train is not None else "rspamd rules"
     note = (

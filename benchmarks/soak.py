@@ -94,14 +94,10 @@ def _redis(port: int, data: Path) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"redis-server did not start on {port}")
+    from spam_tests.helpers.env import wait_listening
+
+    wait_listening(port, proc, 20, "redis-server")
+    return proc
 
 
 def _workers(server_pid: int) -> list[psutil.Process]:

@@ -171,9 +171,7 @@ def test_full_chain(small_run: Path, instance, monkeypatch):
     ref = pd.read_parquet(str(latest_metadata(instance, "drift_reference")["path"]))
     assert ref["score_out_of_sample"].all()
     np.testing.assert_allclose(ref.loc[ref["split"] == "validation", "score"], oos)
-    np.testing.assert_allclose(
-        ref.loc[ref["split"] == "train", "score"], tuned.oof_scores["train"]
-    )
+    np.testing.assert_allclose(ref.loc[ref["split"] == "train", "score"], tuned.oof_scores["train"])
     val = splits[splits["split"] == "validation"]
     val_messages = [from_record(r) for r in val.to_dict("records")]
     in_sample = bundle.predict_proba(val_messages, historical_reputation(store, val_messages))

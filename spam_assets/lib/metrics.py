@@ -244,6 +244,17 @@ def confusion_markdown(conf: dict) -> str:
     )
 
 
+def _png(fig) -> bytes:
+    """A finished matplotlib figure as PNG bytes (the figure is closed)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def pr_curve_png(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> bytes:
     """PR curve with the chosen operating point marked, as PNG bytes."""
     import matplotlib
@@ -264,11 +275,7 @@ def pr_curve_png(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> by
     ax.set_ylim(0.5, 1.01)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
 
 
 #: Ham FPRs the low-FPR curve is read at (the end of the curve a mail admin runs at).
@@ -321,11 +328,7 @@ def low_fpr_png(
     ax.set_ylim(0, 1.01)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
 
 
 def png_markdown(png: bytes, alt: str) -> str:

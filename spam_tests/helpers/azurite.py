@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from spam_serving.settings import PROJECT_ROOT
-from spam_tests.helpers.env import free_port
+from spam_tests.helpers.env import free_port, stop_process, wait_listening
 
 AZURITE_BIN = PROJECT_ROOT / "tools" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
 ACCOUNT = "devstoreaccount1"
@@ -69,23 +67,11 @@ def running_azurite(workdir: Path, port: int | None = None) -> Iterator[Azurite]
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"azurite exited: {(workdir / 'azurite.log').read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("azurite did not start within 60 s") from None
-                time.sleep(0.1)
+        try:
+            wait_listening(port, proc, 60, "azurite")
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}: {(workdir / 'azurite.log').read_text()[-2000:]}") from None
         yield Azurite(port, proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 10)
         log.close()
