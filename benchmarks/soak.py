@@ -51,6 +51,9 @@ FAULTS = (
 MAX_RSS_GROWTH_MB = 150
 #: the service answers again within this many seconds after each fault
 MAX_RECOVERY_S = 15.0
+#: from the Redis fault (15% of the run after the SIGKILL) to the end, every worker does at
+#: least this share of the workers' CPU: the restarted worker takes its part of the traffic
+MIN_WORKER_CPU_SHARE = 0.2
 
 
 @dataclass
@@ -64,6 +67,8 @@ class SoakResult:
     dropped_metric: float
     rss_start: dict[int, float]
     rss_end: dict[int, float]
+    #: per worker, its share of the workers' CPU from the Redis fault to the end
+    cpu_share: dict[int, float] = field(default_factory=dict)
     recovered_rows: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -114,6 +119,18 @@ def _rss(p: psutil.Process) -> float:
         return p.memory_info().rss / 2**20
     except psutil.Error:
         return 0.0
+
+
+def _cpu_seconds(server_pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) so far of each worker of the server."""
+    out = {}
+    for p in _workers(server_pid):
+        try:
+            t = p.cpu_times()
+            out[p.pid] = t.user + t.system
+        except psutil.Error:
+            continue
+    return out
 
 
 def _metric(url: str, name: str) -> float:
@@ -207,6 +224,7 @@ def run_soak(seconds: float, work: Path, sample: list[tuple[str, int, bytes]]) -
             t0 = time.monotonic()
             time.sleep(min(3.0, seconds * 0.05))
             rss_start = {p.pid: _rss(p) for p in _workers(server.pid)}
+            cpu_mark: dict[int, float] = {}
             for share, name in FAULTS:
                 time.sleep(max(0.0, t0 + share * seconds - time.monotonic()))
                 faults.append((round(time.monotonic() - t0, 3), name))
@@ -225,6 +243,7 @@ def run_soak(seconds: float, work: Path, sample: list[tuple[str, int, bytes]]) -
                     os.kill(victim.pid, signal.SIGKILL)
                     rss_start.pop(victim.pid, None)
                 elif name == "Redis stopped":
+                    cpu_mark = _cpu_seconds(server.pid)
                     redis.terminate()
                     redis.wait(timeout=20)
                 elif name == "Redis started again":
@@ -238,6 +257,7 @@ def run_soak(seconds: float, work: Path, sample: list[tuple[str, int, bytes]]) -
             traffic.wait(timeout=seconds + 120)
             time.sleep(3.0)  # writers flush (SPAM_LOG_FLUSH_S=1) and retry what failed
             rss_end = {p.pid: _rss(p) for p in _workers(server.pid)}
+            cpu_end = _cpu_seconds(server.pid)
             dropped = _metric(url, "spam_inference_log_dropped_total")
         # stopped (SIGTERM): every worker closes its writers
     finally:
@@ -252,8 +272,19 @@ def run_soak(seconds: float, work: Path, sample: list[tuple[str, int, bytes]]) -
         except Exception as exc:
             corrupt.append(f"{f.name}: {type(exc).__name__}")
     leftovers = list((log_root / JOURNAL_DIR).glob("*-*-*-*.*"))
+    used = {pid: cpu_end[pid] - cpu_mark.get(pid, 0.0) for pid in cpu_end}
+    total = sum(used.values()) or 1.0
     result = SoakResult(
-        seconds, records, faults, logged, corrupt, len(files), dropped, rss_start, rss_end
+        seconds,
+        records,
+        faults,
+        logged,
+        corrupt,
+        len(files),
+        dropped,
+        rss_start,
+        rss_end,
+        cpu_share={pid: u / total for pid, u in used.items()},
     )
     if leftovers:
         result.notes.append(f"{len(leftovers)} journal files left unrecovered")
@@ -336,6 +367,11 @@ def failures(s: dict, r: SoakResult) -> list[str]:
     slow = [(n, t) for n, t in s["recovery"] if t is None or t > MAX_RECOVERY_S]
     if slow:
         out.append(f"not answering within {MAX_RECOVERY_S:.0f} s after: {slow}")
+    starved = {p: round(x, 2) for p, x in r.cpu_share.items() if x < MIN_WORKER_CPU_SHARE}
+    if starved:
+        out.append(
+            f"a worker idles after the restart (CPU share < {MIN_WORKER_CPU_SHARE}): {starved}"
+        )
     grown = {p: g for p, g in s["rss_growth"].items() if g > MAX_RSS_GROWTH_MB}
     if grown:
         out.append(f"worker RSS grew beyond {MAX_RSS_GROWTH_MB} MB: {grown}")
@@ -380,9 +416,15 @@ def report(r: SoakResult, s: dict) -> str:
         "|---|---|",
         *(f"| {pid} | {g:+.0f} |" for pid, g in s["rss_growth"].items()),
         "",
+        "| worker (pid) at the end | share of the workers' CPU from the Redis fault to the end |",
+        "|---|---|",
+        *(f"| {pid} | {x:.0%} |" for pid, x in r.cpu_share.items()),
+        "",
         f"Bounds: 5xx only as 503 with a reason; every request answered; no prediction missing "
         f"beyond the dropped count; every file readable; health within {MAX_RECOVERY_S:.0f} s "
-        f"of each fault; RSS growth <= {MAX_RSS_GROWTH_MB} MB per surviving worker.",
+        f"of each fault; RSS growth <= {MAX_RSS_GROWTH_MB} MB per surviving worker; every "
+        f"worker (the restarted one too) >= {MIN_WORKER_CPU_SHARE:.0%} of the CPU after the "
+        "restart.",
     ]
     return "\n".join(lines) + "\n"
 

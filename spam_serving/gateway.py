@@ -65,7 +65,14 @@ def environment_of(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
 
 
 class GatewayMiddleware:
-    """Pure ASGI (no per-request object allocation beyond what the checks need)."""
+    """Pure ASGI (no per-request object allocation beyond what the checks need).
+
+    ``reconnect_every``: every Nth answered request of this worker carries ``Connection:
+    close``. Keep-alive clients otherwise stay on the worker they first reached: after a
+    worker was killed and restarted, every client had reconnected to the surviving worker
+    before the new one listened, and the new one idled for the rest of the soak while the
+    other ran at full CPU (p50 2x). A reconnect costs a local TCP handshake; the kernel
+    (``SO_REUSEPORT``) spreads the new connections again."""
 
     def __init__(
         self,
@@ -73,6 +80,7 @@ class GatewayMiddleware:
         api_keys: tuple[bytes, ...],
         max_request_bytes: int,
         max_async_request_bytes: int,
+        reconnect_every: int = 0,
     ) -> None:
         if not api_keys:
             raise ValueError(
@@ -83,6 +91,8 @@ class GatewayMiddleware:
         self.api_keys = api_keys
         self.max_request_bytes = max_request_bytes
         self.max_async_request_bytes = max_async_request_bytes
+        self.reconnect_every = reconnect_every
+        self._answered = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -137,7 +147,9 @@ class GatewayMiddleware:
                 )
                 return
             receive = _replay(body, receive)
-        await self.app(scope, receive, _counting(send))
+        self._answered += 1
+        close = self.reconnect_every > 0 and self._answered % self.reconnect_every == 0
+        await self.app(scope, receive, _counting(send, close))
 
     def _authorized(self, headers: Iterable[tuple[bytes, bytes]]) -> bool:
         given = b""
@@ -202,11 +214,16 @@ def _with_json_headers(headers: list, length: int) -> list:
     ]
 
 
-def _counting(send: Send) -> Send:
+def _counting(send: Send, close: bool = False) -> Send:
+    """Count error responses; with ``close``, ask the client to reconnect after this one."""
+
     async def wrapped(message: Message) -> None:
-        if message["type"] == "http.response.start" and message["status"] >= 400:
-            status = message["status"]
-            metrics.ERRORS.labels(_KIND_BY_STATUS.get(status, f"http_{status}")).inc()
+        if message["type"] == "http.response.start":
+            if message["status"] >= 400:
+                status = message["status"]
+                metrics.ERRORS.labels(_KIND_BY_STATUS.get(status, f"http_{status}")).inc()
+            if close:
+                message = {**message, "headers": [*message["headers"], (b"connection", b"close")]}
         await send(message)
 
     return wrapped

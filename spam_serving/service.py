@@ -105,4 +105,5 @@ SpamClassifier.add_asgi_middleware(
     ),
     max_request_bytes=SETTINGS.max_request_bytes,
     max_async_request_bytes=SETTINGS.max_async_request_bytes,
+    reconnect_every=SETTINGS.serve_reconnect_every,
 )

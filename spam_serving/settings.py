@@ -187,6 +187,13 @@ class SpamSettings(BaseSettings):
         description="Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads "
         "connections over the workers (spam_serving/bentoml_patches.py).",
     )
+    serve_reconnect_every: int = Field(
+        1000,
+        ge=0,
+        description="Every Nth response of a worker asks its client to reconnect (Connection: "
+        "close), so keep-alive clients spread over the workers again after one restarts; 0: "
+        "never.",
+    )
     trace_asgi_messages: bool = Field(
         False,
         description="OpenTelemetry child spans per ASGI message (http send/receive); off: one "
