@@ -137,28 +137,37 @@ class Traffic:
         }
 
     async def _finish_async(self, session, task_id: str) -> tuple[int, list | None, str | None]:
+        """Poll the task until it ends, then fetch its results; a connection broken under a
+        poll (a worker killed) is retried up to ``RETRIES`` times in a row, as for posts."""
         params = {"task_id": task_id}
+        broken = 0
         for _ in range(200):
             try:
                 async with session.get(
                     self.url + "/predict_async/status", params=params, headers=self.headers
                 ) as r:
                     state = (await r.json(content_type=None)).get("status")
+                broken = 0
                 if state in ("completed", "failed", "canceled"):
                     break
             except (aiohttp.ClientConnectionError, ValueError) as exc:
-                return 0, None, f"status: {type(exc).__name__}"
+                broken += 1
+                if broken > RETRIES:
+                    return 0, None, f"status: {type(exc).__name__}"
             await asyncio.sleep(0.1)
-        try:
-            async with session.get(
-                self.url + "/predict_async/get", params=params, headers=self.headers
-            ) as r:
-                body = await r.json(content_type=None)
-                results = body.get("results") if isinstance(body, dict) else None
-                return r.status, results, None
-        except (aiohttp.ClientConnectionError, ValueError) as exc:
-            # the worker that held the job's result store died with it
-            return 0, None, f"get: {type(exc).__name__}"
+        error = None
+        for _ in range(RETRIES + 1):
+            try:
+                async with session.get(
+                    self.url + "/predict_async/get", params=params, headers=self.headers
+                ) as r:
+                    body = await r.json(content_type=None)
+                    results = body.get("results") if isinstance(body, dict) else None
+                    return r.status, results, None
+            except (aiohttp.ClientConnectionError, ValueError) as exc:
+                error = f"get: {type(exc).__name__}"
+                await asyncio.sleep(0.2)
+        return 0, None, error
 
     async def run(self, seconds: float, out) -> None:
         timeout = aiohttp.ClientTimeout(total=60)

@@ -188,7 +188,7 @@ class SpamSettings(BaseSettings):
         "connections over the workers (spam_serving/bentoml_patches.py).",
     )
     serve_reconnect_every: int = Field(
-        1000,
+        100,
         ge=0,
         description="Every Nth response of a worker asks its client to reconnect (Connection: "
         "close), so keep-alive clients spread over the workers again after one restarts; 0: "
