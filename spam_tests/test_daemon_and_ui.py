@@ -175,7 +175,10 @@ def live(tmp_path_factory, mirror):
                 os.killpg(dev.pid, signal.SIGKILL)
             from spam_assets.lib.local_server import stop_server
 
-            stop_server(state["pid"])
+            # the loop may have restarted the server (a new pid): stop whatever runs now too
+            now = json.loads((home / "serving" / "local_deployment.json").read_text())
+            for pid in {state["pid"], now["pid"]}:
+                stop_server(pid)
             delete_redis_project(TEST_REDIS_DB, project)
 
 

@@ -61,6 +61,13 @@ def test_two_workers_share_the_task_store_without_errors(tmp_path):
         subprocess.Popen([sys.executable, "-c", STRESS, db], stdout=subprocess.PIPE, text=True)
         for _ in range(2)
     ]
-    results = [json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1]) for p in procs]
+    try:
+        outputs = [p.communicate(timeout=120)[0] for p in procs]
+    finally:
+        for p in procs:  # a hung store must not outlive the test
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    results = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
     for result in results:
         assert result["errors"] == {} and result["done"] > 50, result
