@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 import psutil
 
 from benchmarks.common import machine, write_report
+from spam_tests.helpers.env import free_port, wait_listening
 
 FAULTS = (
     (0.10, "model swap (hot reload to v2)"),
@@ -73,12 +73,6 @@ class SoakResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _redis(port: int, data: Path) -> subprocess.Popen:
     """A Redis of the soak's own, persisting to its directory (so a restart keeps the rows)."""
     data.mkdir(parents=True, exist_ok=True)
@@ -99,8 +93,6 @@ def _redis(port: int, data: Path) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    from spam_tests.helpers.env import wait_listening
-
     wait_listening(port, proc, 20, "redis-server")
     return proc
 
@@ -156,7 +148,7 @@ def run_soak(seconds: float, work: Path, sample: list[tuple[str, int, bytes]]) -
     from spam_tests.helpers.serving import API_KEYS, running_server, train_bundle
 
     home = work / "home"
-    redis_port = _free_port()
+    redis_port = free_port()
     redis_dir = work / "redis"
     redis = _redis(redis_port, redis_dir)
     project = "soak"
@@ -193,7 +185,7 @@ def run_soak(seconds: float, work: Path, sample: list[tuple[str, int, bytes]]) -
     out = work / "traffic.jsonl"
     log_root = home / "inference_log"
     faults: list[tuple[float, str]] = []
-    port = _free_port()
+    port = free_port()
     server_env = {
         **{k: v for k, v in env.items() if k != "SPAM_HOME"},
         "SPAM_REPUTATION_TIMEOUT_MS": "200",

@@ -413,9 +413,7 @@ def _read_file(
 ) -> pa.Table | None:
     """One file's wanted rows and columns (``None``: no wanted row). Local files are read
     column by column from disk; a blob is downloaded once."""
-    source = str(store.root / key) if isinstance(store, LocalLogStore) else None
-    if source is None:
-        source = pa.BufferReader(store.get(key))
+    source = store.source(key)
     mask = None
     if ids is not None:
         keys = pq.read_table(source, columns=["prediction_id"]).column("prediction_id")

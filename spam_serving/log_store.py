@@ -1,12 +1,13 @@
 """Where the inference log's Parquet files live: a local directory, or an Azure Blob container.
 
 Why an interface of four calls: the writer (serving pods) and the readers (the monitoring
-assets, log retention) only need to put a whole file, list a stream's files by hour, read
-one, and delete old hours. Both stores give the guarantee the readers rely on, that a file
-is either absent or complete: locally a hidden temporary name renamed into place, on Blob a
-single upload (Put Blob, or Put Block List for large files: staged blocks are invisible
-until the commit). Blob is what AKS uses (``SPAM_LOG_BLOB_CONTAINER``; ADLS Gen2 accounts
-serve the same Blob API); tests run it against Azurite, Microsoft's storage emulator.
+assets, log retention) only need to put a whole file, list a stream's files by hour, open
+one for pyarrow, and delete old hours. Both stores give the guarantee the readers rely on,
+that a file is either absent or complete: locally a hidden temporary name renamed into
+place, on Blob a single upload (Put Blob, or Put Block List for large files: staged blocks
+are invisible until the commit). Blob is what AKS uses (``SPAM_LOG_BLOB_CONTAINER``; ADLS
+Gen2 accounts serve the same Blob API); tests run it against Azurite, Microsoft's storage
+emulator.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
+
+import pyarrow as pa
 
 from spam_serving.settings import SpamSettings
 
@@ -31,8 +34,9 @@ class LogStore(Protocol):
     def list(self, stream: str, hours: Iterable[datetime] | None = None) -> list[str]:
         """Keys of a stream's Parquet files (optionally only those hours), oldest first."""
 
-    def get(self, key: str) -> bytes:
-        """A file's bytes."""
+    def source(self, key: str) -> str | pa.BufferReader:
+        """What pyarrow reads the file from: a local path (so column subsets are read from
+        disk), or the downloaded bytes."""
 
     def prune(self, stream: str, before: datetime) -> tuple[int, int]:
         """Delete the stream's hours older than ``before``'s hour: (hours, bytes freed)."""
@@ -88,8 +92,8 @@ class LocalLogStore:
             )
         return sorted((f.relative_to(self.root).as_posix() for f in files), key=_sort_key)
 
-    def get(self, key: str) -> bytes:
-        return (self.root / key).read_bytes()
+    def source(self, key: str) -> str:
+        return str(self.root / key)
 
     def prune(self, stream: str, before: datetime) -> tuple[int, int]:
         cutoff = before.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
@@ -170,8 +174,8 @@ class BlobLogStore:
                     keys.append(key)
         return sorted(keys, key=_sort_key)
 
-    def get(self, key: str) -> bytes:
-        return self.container.download_blob(self.prefix + key).readall()
+    def source(self, key: str) -> pa.BufferReader:
+        return pa.BufferReader(self.container.download_blob(self.prefix + key).readall())
 
     def prune(self, stream: str, before: datetime) -> tuple[int, int]:
         cutoff = before.astimezone(UTC).replace(minute=0, second=0, microsecond=0)

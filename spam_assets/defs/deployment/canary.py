@@ -38,10 +38,11 @@ def canary_rollout(
     started = datetime.fromisoformat(canary["started_at"])
     since_stage = datetime.fromisoformat(canary.get("stage_started_at", canary["started_at"]))
     champion, challenger = str(canary["champion_version"]), str(canary["version"])
-    preds = read_predictions(monitoring.log_root, hours_between(since_stage, datetime.now(UTC)))
+    log_root = monitoring.log_root  # one client for both reads when the log is on Blob
+    preds = read_predictions(log_root, hours_between(since_stage, datetime.now(UTC)))
     if len(preds):
         preds = preds[pd.to_datetime(preds["ts"], utc=True) >= since_stage]
-    log = join_feedback(preds, read_feedback(monitoring.log_root, started))
+    log = join_feedback(preds, read_feedback(log_root, started))
     stats = version_stats(log, champion, challenger)
     fraction = float(canary["fraction"])
     decision = decide(stats, fraction, monitoring.canary_policy())
