@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 PREDICTIONS = "predictions"
 FEEDBACK = "feedback"
+#: ``label`` of a prediction row whose model failed (a canary pod's errors; see predictor)
+ERROR_LABEL = "error"
 JOURNAL_DIR = ".journal"
 _FRAME = struct.Struct("<I")
 _RETRY_MAX_S = 30.0

@@ -33,7 +33,13 @@ from spam_serving.batch_work import ModelKey, explain, featurize_chunk
 from spam_serving.feature_store import OnlineReputation
 from spam_serving.featurize import NUMERIC_FEATURES
 from spam_serving.gateway import CANARY_ENV, ENVIRONMENTS
-from spam_serving.inference_log import FEEDBACK, PREDICTIONS, ParquetLogWriter, logged_message
+from spam_serving.inference_log import (
+    ERROR_LABEL,
+    FEEDBACK,
+    PREDICTIONS,
+    ParquetLogWriter,
+    logged_message,
+)
 from spam_serving.live_models import LiveModel, ModelRouter, Overloaded
 from spam_serving.log_store import log_store
 from spam_serving.parsing import ParsedMessage
@@ -261,6 +267,11 @@ class Predictor:
         except Exception:
             if env != CANARY_ENV:
                 raise
+            if self.settings.serve_track == "canary":
+                # a canary pod holds only the challenger: no champion to fall back to. The
+                # failure is logged so the judge counts it, and the request fails.
+                self._log_failures(env, live, messages, endpoint)
+                raise
             # a failing canary must not fail the request: the champion answers, and the
             # fallback is logged so the canary controller sees the challenger's error rate
             logger.exception("canary model v%s failed; champion answers", live.version)
@@ -277,6 +288,8 @@ class Predictor:
         to the challenger when it differs from the champion (sticky per ``X-Routing-Key``)."""
         env = ctx.request.state.environment
         live = self.router.models.get(ENVIRONMENTS[env])
+        if env == "production" and self.settings.serve_track == "canary":
+            return CANARY_ENV, live
         fraction = self.router.canary_fraction
         if fraction is None:
             fraction = self.settings.canary_fraction
@@ -388,6 +401,26 @@ class Predictor:
             record["message"] = logged_message(msg)
         if not self.logs[PREDICTIONS].append(record):
             metrics.LOG_DROPPED.labels(PREDICTIONS).inc()
+
+    def _log_failures(
+        self, env: str, live: LiveModel, messages: list[MessageIn], endpoint: str
+    ) -> None:
+        """One ``error`` row per message the model failed (``fallback_from`` = its version):
+        how a canary pod's errors reach the judge, which reads only the log."""
+        metrics.ERRORS.labels("canary_failure").inc()
+        now = datetime.now(UTC)
+        for _ in messages:
+            record = {
+                "ts": now,
+                "prediction_id": uuid.uuid4().hex,
+                "endpoint": endpoint,
+                "environment": env,
+                "model_version": live.version,
+                "label": ERROR_LABEL,
+                "fallback_from": live.version,
+            }
+            if not self.logs[PREDICTIONS].append(record):
+                metrics.LOG_DROPPED.labels(PREDICTIONS).inc()
 
     async def _featurize(
         self, live: LiveModel, messages: list[MessageIn], inline: bool

@@ -194,6 +194,12 @@ class SpamSettings(BaseSettings):
         "close), so keep-alive clients spread over the workers again after one restarts; 0: "
         "never.",
     )
+    serve_track: Literal["stable", "canary"] = Field(
+        "stable",
+        description="Set by the Helm chart on its pods. `canary` pods (the challenger image of "
+        "an AKS canary) log production requests as `production-canary`, and a request their "
+        "model fails as an `error` row, so the canary judge tells their rows from the champion's.",
+    )
     trace_asgi_messages: bool = Field(
         False,
         description="OpenTelemetry child spans per ASGI message (http send/receive); off: one "

@@ -7,31 +7,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from spam_assets.defs.deployment.aks import aks_deployment
-from spam_assets.defs.resources import AksResource, build_resources
+from spam_assets.defs.resources import build_resources
 from spam_assets.lib import aks
 from spam_serving.settings import SpamSettings, get_settings
+from spam_tests.helpers.aks import BENTO, aks_resource, bento_value, write_kubeconfig
 from spam_tests.helpers.env import free_port
 from spam_tests.helpers.infra import azure_settings
 from spam_tests.helpers.pipeline import skipped_reason
-
-BENTO = {
-    "model_version": "7",
-    "code_hash": "0123456789abcdef",
-    "bento_tag": "spam_classifier:abc123",
-    "model_tag": "spam_model:v7",
-}
-
-
-@dg.asset(name="bento")
-def bento_value() -> dict:
-    """The upstream value aks_deployment receives (what the bento asset returns)."""
-    return BENTO
 
 
 def test_image_spec_tags_model_and_code_and_rejects_bad_refs():
@@ -158,54 +145,16 @@ def test_unconfigured_target_skips_with_the_reason(spam_env):
     assert "SPAM_TARGET=local" in skipped_reason(result)
 
 
-def _aks_resource(**overrides) -> AksResource:
-    """The resource ``build_resources`` makes from the settings, with the azure target and
-    the given fields on top (the local target stays in force for everything else)."""
-    base = build_resources()["aks_target"]
-    fields = {name: getattr(base, name) for name in AksResource.model_fields}
-    fields.update(
-        target="azure",
-        registry="spamacr.azurecr.io",
-        context_staging="staging",
-        context_production="production",
-        ingress_host_production="spam.example.org",
-        rollout_timeout_s=60,
-    )
-    fields.update(overrides)
-    return AksResource(**fields)
-
-
 def test_azure_target_without_registry_names_what_is_missing(spam_env):
-    resources = {**build_resources(), "aks_target": _aks_resource(registry=None)}
+    resources = {**build_resources(), "aks_target": aks_resource(registry=None)}
     result = dg.materialize([bento_value, aks_deployment], resources=resources)
     assert result.success
     assert skipped_reason(result) == "AKS deployment not configured: set SPAM_AKS_REGISTRY"
 
 
-def write_kubeconfig(path: Path, port: int) -> Path:
-    path.write_text(
-        f"""apiVersion: v1
-kind: Config
-clusters:
-- name: aks
-  cluster: {{server: "https://127.0.0.1:{port}", insecure-skip-tls-verify: true}}
-contexts:
-- name: staging
-  context: {{cluster: aks, user: ci, namespace: spam-staging}}
-- name: production
-  context: {{cluster: aks, user: ci, namespace: spam-production}}
-current-context: staging
-users:
-- name: ci
-  user: {{token: test-token}}
-"""
-    )
-    return path
-
-
 def test_unreachable_cluster_fails_before_any_image_build(spam_env, tmp_path):
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", free_port())
-    resources = {**build_resources(), "aks_target": _aks_resource(kubeconfig=str(kubeconfig))}
+    resources = {**build_resources(), "aks_target": aks_resource(kubeconfig=str(kubeconfig))}
     with pytest.raises(dg.Failure) as err:
         dg.materialize([bento_value, aks_deployment], resources=resources)
     message = err.value.description
@@ -221,7 +170,7 @@ def test_approval_checks_production_cluster_too(spam_env, tmp_path):
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", free_port())
     resources = {
         **build_resources(),
-        "aks_target": _aks_resource(kubeconfig=str(kubeconfig), context_production="prod-x"),
+        "aks_target": aks_resource(kubeconfig=str(kubeconfig), context_production="prod-x"),
     }
     config = dg.RunConfig(
         ops={"aks_deployment": {"config": {"approve_production": True, "skip_staging": True}}}

@@ -16,15 +16,18 @@ import requests
 
 from spam_assets.lib.gate import GateFloors, gate_failures
 from spam_assets.lib.metrics import evaluate, matched_fpr_comparison
-from spam_assets.lib.onnx_export import to_onnx
-from spam_serving.explain import TreeExplainer
 from spam_serving.featurize import FeaturizerConfig
 from spam_serving.inference_log import read_log
-from spam_serving.model_bundle import write_bundle
 from spam_serving.model_store import read_aliases, read_canary, write_aliases
 from spam_serving.parsing import parse_message
 from spam_tests.helpers.env import free_port
-from spam_tests.helpers.serving import API_KEYS, running_server, train_bundle, train_small
+from spam_tests.helpers.serving import (
+    API_KEYS,
+    broken_bundle,
+    running_server,
+    train_bundle,
+    train_small,
+)
 
 CONFIG = FeaturizerConfig(max_text_features=400, max_meta_features=80, min_df=2)
 
@@ -61,26 +64,11 @@ def test_gate_rejects_a_model_trained_on_shuffled_labels(real_sample):
     assert any("worse than champion v1" in f for f in by_f1)
 
 
-def _broken_bundle(sample, path):
-    """Loads fine, fails on every prediction: its ONNX graph wants 7 more input columns than
-    the featurizer produces (what a mismatched export would look like in production)."""
-    f, booster, _, _ = train_small(sample, CONFIG, max_depth=3, rounds=10)
-    write_bundle(
-        path,
-        to_onnx(booster, f.n_features + 7),
-        f,
-        bytes(booster.save_raw("ubj")),
-        {"model_version": "2", "threshold": 0.5, "model_name": "spam-classifier"},
-        explainer=TreeExplainer.from_xgboost_json(booster.save_raw("json")),
-    )
-    return path
-
-
 @pytest.mark.slow
 def test_failing_canary_is_rolled_back_with_zero_failed_requests(spam_env, instance, real_sample):
     home = spam_env
     v1 = train_bundle(real_sample, home / "bundles" / "v1", "1", rounds=20)
-    v2 = _broken_bundle(real_sample, home / "bundles" / "v2")
+    v2 = broken_bundle(real_sample, home / "bundles" / "v2", "2")
     champion = {"bundle_path": str(v1), "model_version": "1"}
     challenger = {"bundle_path": str(v2), "model_version": "2"}
     alias_file = home / "serving" / "aliases.json"

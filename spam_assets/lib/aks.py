@@ -425,6 +425,15 @@ def parse_digest(output: str) -> str:
     return found[0]
 
 
+def user_values(target: ClusterTarget, release: str) -> dict[str, Any] | None:
+    """The values ``release`` was installed with (``helm get values``), or None when the
+    release does not exist. The canary judge changes these and upgrades with the result."""
+    with target.session(f"values of {release}") as cfg:
+        if release not in {r["name"] for r in cfg.list()}:
+            return None
+        return dict(cfg.get_values(release) or {})
+
+
 def release_status(target: ClusterTarget, release: str) -> dict[str, Any]:
     """Revision, status and image of a deployed release."""
     with target.session(f"status of {release}") as cfg:

@@ -53,13 +53,17 @@ def version_stats(log: pd.DataFrame, champion: str, challenger: str) -> dict[str
     """Requests, error rate, p95 latency and feedback accuracy per side of the canary.
 
     ``log`` holds production rows since the canary started (``environment``, ``model_version``,
-    ``latency_ms``, ``label``, ``fallback_from``, ``true_label``)."""
+    ``latency_ms``, ``label``, ``fallback_from``, ``true_label``). A challenger error is a
+    row with ``fallback_from`` = its version: the local gateway's champion answered for it
+    (logged under ``production``), or an AKS canary pod failed it (an ``error`` row)."""
     fallback = log.get("fallback_from", pd.Series(index=log.index, dtype=object))
     failed = log[fallback.astype(str) == str(challenger)]
     champ = log[(log["environment"] == "production") & (fallback.isna() | (fallback == ""))]
     champ = champ[champ["model_version"].astype(str) == str(champion)]
     chall = log[
-        (log["environment"] == CANARY_ENV) & (log["model_version"].astype(str) == challenger)
+        (log["environment"] == CANARY_ENV)
+        & (log["model_version"].astype(str) == challenger)
+        & (fallback.isna() | (fallback == ""))
     ]
     out: dict[str, dict] = {}
     for name, rows, errors in (("champion", champ, 0), ("challenger", chall, len(failed))):

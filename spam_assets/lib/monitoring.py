@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from spam_assets.lib.files import write_atomic
 from spam_serving.featurize import NUMERIC_FEATURES
-from spam_serving.inference_log import FEEDBACK, PREDICTIONS, read_log
+from spam_serving.inference_log import ERROR_LABEL, FEEDBACK, PREDICTIONS, read_log
 from spam_serving.log_store import LogStore
 from spam_serving.parsing import FIELD_NAMES
 
@@ -69,10 +69,13 @@ def read_predictions(
     with_messages: bool = False,
     prediction_ids: Collection[str] | None = None,
     problems: list[str] | None = None,
+    failures: bool = False,
 ) -> pd.DataFrame:
     """Prediction rows of the given hours (empty frame with the known columns when none),
     only ``prediction_ids`` when given. The logged messages are read only ``with_messages``
-    (retraining). Unreadable log files are skipped and named in ``problems``."""
+    (retraining). Unreadable log files are skipped and named in ``problems``. Rows of
+    requests a canary pod's model failed (label ``error``, no score) are only for the canary
+    judge (``failures``); drift and feedback never see them."""
     wanted = [*PARTITION_COLUMNS, *(["message"] if with_messages else [])]
     table = read_log(
         root,
@@ -83,6 +86,8 @@ def read_predictions(
         problems=problems,
     )
     df = _frame(table)
+    if not failures and len(df) and "label" in df.columns:
+        df = df[df["label"] != ERROR_LABEL]
     if df.empty:
         return pd.DataFrame(columns=wanted)
     return df[[c for c in wanted if c in df.columns]]

@@ -71,6 +71,22 @@ def train_bundle(
     return path
 
 
+def broken_bundle(sample: list[tuple[str, int, bytes]], path: Path, version: str) -> Path:
+    """Loads fine, fails on every prediction: its ONNX graph wants 7 more input columns than
+    the featurizer produces (what a mismatched export would look like in production)."""
+    config = FeaturizerConfig(max_text_features=400, max_meta_features=80, min_df=2)
+    f, booster, _, _ = train_small(sample, config, max_depth=3, rounds=10)
+    write_bundle(
+        path,
+        to_onnx(booster, f.n_features + 7),
+        f,
+        bytes(booster.save_raw("ubj")),
+        {"model_version": version, "threshold": 0.5, "model_name": "spam-classifier"},
+        explainer=TreeExplainer.from_xgboost_json(booster.save_raw("json")),
+    )
+    return path
+
+
 def server_env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPAM_")}
     env.update(

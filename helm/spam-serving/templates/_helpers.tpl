@@ -104,6 +104,8 @@ spec:
           value: {{ printf "%s/api-keys" $v.apiKeys.mountPath | quote }}
         - name: SPAM_SERVE_WORKERS
           value: {{ $v.workers | quote }}
+        - name: SPAM_SERVE_TRACK
+          value: {{ .track | quote }}
       startupProbe:
         httpGet:
           path: {{ $v.probes.startup.path }}

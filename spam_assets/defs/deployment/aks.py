@@ -4,17 +4,19 @@ Order matters: the clusters are checked first (an unreachable API server fails t
 minutes of image build), then the image is built and pushed and pinned by digest, then each
 stage is rendered, validated against the Kubernetes schemas, installed with ``--wait`` and
 rollback-on-failure, smoke-tested in-cluster (``helm test``), and only then the MLflow alias
-of that stage moves (``staging``, then ``champion``). Unconfigured, the asset does not
+of that stage moves (``staging``, then ``champion``; ``challenger`` when production gets the
+model as a canary, which ``canary_rollout`` then judges). Unconfigured, the asset does not
 materialize: it records an observation with the reason, so the UI says why, and nothing
 downstream believes a deployment happened.
 """
 
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import dagster as dg
 
 from spam_assets.defs.resources import AksResource, MlflowRegistry, ServingResource
-from spam_assets.lib import aks
+from spam_assets.lib import aks, aks_canary
 from spam_assets.lib.helper_process import HelperError, run_helper
 
 #: MLflow alias moved after each stage's smoke test passed.
@@ -27,6 +29,11 @@ class AksDeploymentConfig(dg.Config):
     is deployed only in a run launched with this set (Launchpad, or the promotion workflow)."""
     skip_staging: bool = False
     """Promote what staging already runs (same image) without redeploying staging."""
+    strategy: str = "direct"
+    """``direct``: production runs the new image and ``champion`` moves once its smoke test
+    passed. ``canary``: production keeps its image and runs the new one beside it for the
+    first canary stage's share of requests (``challenger`` moves); ``canary_rollout`` then
+    advances, promotes or rolls it back (the retrain job uses this)."""
 
 
 def build_and_push(bento: dict, spec: aks.ImageSpec, builder: str, serving: ServingResource):
@@ -48,6 +55,17 @@ def build_and_push(bento: dict, spec: aks.ImageSpec, builder: str, serving: Serv
     aks.run_commands(([login] if login else []) + build, env, 3600)
     digest = aks.parse_digest(aks.run_commands([aks.digest_command(builder, spec)], env, 120))
     return replace(spec, digest=digest)
+
+
+def _canary_values(s, target: aks.ClusterTarget, release: str, spec: aks.ImageSpec) -> dict:
+    """Production's values with ``spec`` as the canary beside what production runs now."""
+    current = aks.user_values(target, release)
+    if current is None:
+        raise aks.DeployError(
+            f"production: no release {release} to run a canary beside; deploy production "
+            "with strategy direct first"
+        )
+    return aks_canary.start_values(s, current, spec, s.canary_stages[0], datetime.now(UTC))
 
 
 @dg.asset(
@@ -72,6 +90,8 @@ def aks_deployment(
             asset_key=context.asset_key, metadata={"skipped": reason, "target": s.target}
         )
         return
+    if config.strategy not in ("direct", "canary"):
+        raise dg.Failure(description=f"unknown strategy {config.strategy!r}: direct or canary")
     approved = s.aks_production_approval == "auto" or config.approve_production
     stages = [] if config.skip_staging else ["staging"]
     stages += ["production"] if approved else []
@@ -87,11 +107,15 @@ def aks_deployment(
         context.log.info(f"image {spec.ref}@{spec.digest}")
         for stage in stages:
             target, name = targets[stage], aks.release_name(s.aks_release_prefix, stage)
-            values = aks.release_values(s, stage, spec)
+            alias = STAGE_ALIAS[stage]
+            if stage == "production" and config.strategy == "canary":
+                values = _canary_values(s, target, name, spec)
+                alias = "challenger"
+            else:
+                values = aks.release_values(s, stage, spec)
             aks.render_valid(values, name, target.namespace)
             release = aks.upgrade_install(target, name, values, s.aks_rollout_timeout_s)
             smoke = aks.smoke_test(target, name, 300)
-            alias = STAGE_ALIAS[stage]
             registry.client().set_registered_model_alias(
                 registry.model_name, alias, str(bento["model_version"])
             )
@@ -103,6 +127,7 @@ def aks_deployment(
                 "status": release.get("status"),
                 "smoke": (smoke.get("logs") or "")[-500:],
                 "alias": alias,
+                **({"canary_weight": values["canary"]["weight"]} if alias == "challenger" else {}),
             }
             context.log.info(f"{stage}: {name} deployed, smoke test passed, alias {alias} moved")
     except (aks.DeployError, ValueError) as exc:

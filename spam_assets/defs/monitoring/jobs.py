@@ -17,7 +17,12 @@ retrain_job = dg.define_asset_job(
     "spam_retrain",
     selection=dg.AssetSelection.assets("labelled_feedback", "dataset_splits").downstream()
     - NOT_TRAINING,
-    config={"ops": {"local_deployment": {"config": {"strategy": "canary"}}}},
+    config={
+        "ops": {
+            "local_deployment": {"config": {"strategy": "canary"}},
+            "aks_deployment": {"config": {"strategy": "canary"}},
+        }
+    },
     description="labelled feedback + corpus -> splits -> ... -> gate -> ONNX -> canary deployment",
 )
 
