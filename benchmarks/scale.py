@@ -173,8 +173,9 @@ def run_chain(label: str, n: int, source: Path, src_root: Path) -> Run:
     return run
 
 
-def baseline_tree(rev: str) -> Path:
-    """The source tree of ``rev`` (``git archive``), run with the same virtualenv."""
+def source_tree(rev: str) -> Path:
+    """The source tree of ``rev`` (``git archive``), run with the same virtualenv: a run of
+    hours must not pick up edits made to the checkout meanwhile."""
     out = WORK / f"src-{rev}"
     if not (out / "spam_assets").is_dir():
         out.mkdir(parents=True, exist_ok=True)
@@ -198,7 +199,7 @@ def exponent(xs: list[float], ys: list[float]) -> float | None:
     return sum((p[0] - mx) * (p[1] - my) for p in pts) / den if den else None
 
 
-def report(runs: list[Run], baseline_rev: str, corpus_note: str) -> str:
+def report(runs: list[Run], baseline_rev: str, head: str, corpus_note: str) -> str:
     lines = [
         "# Scale: the chain from raw_corpus to onnx_model as the corpus grows",
         "",
@@ -209,8 +210,8 @@ def report(runs: list[Run], baseline_rev: str, corpus_note: str) -> str:
         "step process's kernel-measured maximum RSS (`wait4`), tree peak = "
         "summed RSS of the step and its children sampled every 0.2 s (Ray workers included).",
         "",
-        f"Baseline: the real corpus with the code of `{baseline_rev}` (before the scale work), "
-        "same harness, same run.",
+        f"Code: `{head}`. Baseline: the real corpus with the code of `{baseline_rev}` (before "
+        "the scale work), same harness, same run.",
         "",
         corpus_note,
         "",
@@ -271,11 +272,16 @@ CORPUS_NOTE = (
 def main() -> None:
     sizes = [int(x) for x in os.environ.get("SPAM_SCALE_SIZES", "10000,100000,1000000").split(",")]
     baseline_rev = os.environ.get("SPAM_SCALE_BASELINE_REV", "e53128a")
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+        text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    current = source_tree(head)
     real = Path(get_settings().corpus_sources[0])
     runs = []
     if os.environ.get("SPAM_SCALE_BASELINE", "1") != "0":
-        runs.append(run_chain("baseline (real corpus)", 6046, real, baseline_tree(baseline_rev)))
-        runs.append(run_chain("current (real corpus)", 6046, real, PROJECT_ROOT))
+        runs.append(run_chain("baseline (real corpus)", 6046, real, source_tree(baseline_rev)))
+        runs.append(run_chain("current (real corpus)", 6046, real, current))
     generator = None
     for n in sizes:
         corpus = WORK / "corpora" / f"gen-{n}.tar"
@@ -284,8 +290,8 @@ def main() -> None:
             started = time.perf_counter()
             write_tar(generator, n, corpus)
             print(f"generated {n:,} messages in {time.perf_counter() - started:.0f} s")
-        runs.append(run_chain(f"generated {n:,}", n, corpus, PROJECT_ROOT))
-    write_report("scale", report(runs, baseline_rev, CORPUS_NOTE))
+        runs.append(run_chain(f"generated {n:,}", n, corpus, current))
+    write_report("scale", report(runs, baseline_rev, head, CORPUS_NOTE))
 
 
 if __name__ == "__main__":

@@ -151,6 +151,12 @@ class SpamSettings(BaseSettings):
     tune_early_stopping_rounds: int = Field(
         40, description="A trial stops after this many rounds without a better validation loss."
     )
+    tune_max_rows: int = Field(
+        50_000,
+        ge=1000,
+        description="The search runs on at most this many training rows (a label-stratified "
+        "sample, validation in proportion); the final model is fitted on all of them.",
+    )
     seed: int = Field(42, description="Seed of the search, the folds and every model fit.")
 
     # tracking

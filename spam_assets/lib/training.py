@@ -25,14 +25,41 @@ from spam_serving.featurize import Featurizer
 ACTIONS = ("deliver", "junk", "reject")
 
 
-def tune_data(feature_matrices: dict, n_base: int) -> dict:
-    """Train/validation matrices of the tree model: the columns before the stacking block."""
+def tune_data(
+    feature_matrices: dict, n_base: int, max_rows: int | None = None, seed: int = 0
+) -> dict:
+    """Train/validation matrices of the tree model: the columns before the stacking block.
+
+    With more than ``max_rows`` training rows, the search sees a label-stratified sample of
+    ``max_rows`` of them and of validation in the same proportion: hyperparameters and the
+    early-stopped round count settle long before a million rows, while the search's cost
+    grows with every row of every trial. The final fit uses all rows (``train``)."""
+    train, val = feature_matrices["train"], feature_matrices["validation"]
+    n_train = len(train["y"])
+    keep = 1.0 if max_rows is None or n_train <= max_rows else max_rows / n_train
+    rng = np.random.default_rng(seed)
+    i_train, i_val = _stratified(train["y"], keep, rng), _stratified(val["y"], keep, rng)
     return {
-        "X_train": feature_matrices["train"]["X"][:, :n_base],
-        "y_train": feature_matrices["train"]["y"],
-        "X_val": feature_matrices["validation"]["X"][:, :n_base],
-        "y_val": feature_matrices["validation"]["y"],
+        "X_train": train["X"][i_train, :n_base],
+        "y_train": train["y"][i_train],
+        "X_val": val["X"][i_val, :n_base],
+        "y_val": val["y"][i_val],
+        "sampled": keep < 1.0,
+        "n_train_all": n_train,
     }
+
+
+def _stratified(y: np.ndarray, keep: float, rng: np.random.Generator) -> np.ndarray | slice:
+    """Row indices keeping ``keep`` of each label (sorted: rows stay in time order), or
+    every row."""
+    if keep >= 1.0:
+        return slice(None)
+    y = np.asarray(y)
+    picked = [
+        rng.choice(idx, size=max(1, round(len(idx) * keep)), replace=False)
+        for idx in (np.flatnonzero(y == label) for label in np.unique(y))
+    ]
+    return np.sort(np.concatenate(picked))
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ class TuningResource(SettingsSlice):
         "num_samples": "tune_num_samples",
         "max_rounds": "tune_max_rounds",
         "early_stopping_rounds": "tune_early_stopping_rounds",
+        "max_rows": "tune_max_rows",
         "storage_dir": lambda s: s.home / "ray_results",
     }
 
@@ -24,6 +25,7 @@ class TuningResource(SettingsSlice):
     num_samples: int
     max_rounds: int
     early_stopping_rounds: int
+    max_rows: int
     seed: int
     storage_dir: str
 

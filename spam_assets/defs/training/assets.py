@@ -66,7 +66,9 @@ def tuned_model(
     if parent is None:
         raise dg.Failure(description="tuned_model: dagster-mlflow did not start an MLflow run")
     parent_id = parent.info.run_id
-    data = tune_data(feature_matrices, feature_pipeline.n_base_features)
+    data = tune_data(
+        feature_matrices, feature_pipeline.n_base_features, tuning.max_rows, tuning.seed
+    )
     started = time.perf_counter()
     try:
         result = tuning.search(
@@ -150,6 +152,13 @@ def tuned_model(
             "fitted_on_rows": len(data["y_train"])
             + (len(data["y_val"]) if policy.refit_with_validation else 0),
             "n_trials": len(result.trials),
+            "searched_on_rows": len(data["y_train"]),
+            "search_sample": (
+                f"{len(data['y_train'])} of {data['n_train_all']} training rows "
+                f"(SPAM_TUNE_MAX_ROWS); the final fit uses all"
+                if data["sampled"]
+                else "all training rows"
+            ),
             "best_val_aucpr": round(float(result.best_metrics["val_aucpr"]), 4),
             "tune_seconds": round(tune_s, 1),
             "fit_seconds": round(fit_s, 1),
