@@ -64,7 +64,7 @@ class Generator:
             for raw in raws[:300]:
                 words.update(w.lower() for w in _WORD.findall(raw[:20000]))
         self.vocab = sorted(words)
-        self.rng = random.Random(seed)
+        self.rng, self.seed = random.Random(seed), seed
         total = sum(len(v) for v in self.by_group.values())
         self.shares = {g: len(v) / total for g, v in sorted(self.by_group.items())}
 
@@ -162,7 +162,8 @@ def write_tar(generator: Generator, n: int, out: Path) -> Path:
     tmp = out.with_suffix(".partial")
     with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
         for i, (group, raw) in enumerate(generator.messages(n)):
-            info = tarfile.TarInfo(f"package/data/{group}/{i:08d}.txt")
+            # the seed in the name: corpora made with different seeds never share an id
+            info = tarfile.TarInfo(f"package/data/{group}/s{generator.seed}-{i:08d}.txt")
             info.size, info.mtime = len(raw), 1_000_000_000
             tar.addfile(info, io.BytesIO(raw))
     tmp.replace(out)

@@ -53,6 +53,15 @@ class SpamSettings(BaseSettings):
         "'spam:'/'ham:' to label a source whose name does not say.",
     )
     download_timeout_s: float = Field(120.0, description="Seconds to wait for a corpus download.")
+    corpus_chunk_rows: int = Field(
+        10_000,
+        ge=1,
+        description="Messages per part of the raw store (and so per parsed part): the unit "
+        "ingest and parsing hold in memory, per worker.",
+    )
+    parse_workers: int = Field(
+        2, ge=1, description="Processes that parse raw parts at once (one part each)."
+    )
 
     # features and model policy
     max_text_features: int = Field(

@@ -106,10 +106,15 @@ def test_full_chain(small_run: Path, instance, monkeypatch):
     # raw store + manifest
     manifest = json.loads((home / "data" / "raw" / "manifest.json").read_text())
     assert manifest["n_messages"] == sum(DEFAULT_PER_GROUP.values())
-    assert all(len(m["sha256"]) == 64 for m in manifest["messages"])
+    parts = [p for source in manifest["sources"] for p in source["parts"]]
+    raw = pd.concat(
+        pd.read_parquet(home / "data" / "raw" / "parts" / f"{p['id']}.parquet") for p in parts
+    )
+    assert len(raw) == manifest["n_messages"] and raw["sha256"].str.len().eq(64).all()
 
-    # parsed Parquet has the DESIGN.md columns
-    parsed = pd.read_parquet(home / "data" / "assets" / "parsed_messages.parquet")
+    # parsed Parquet parts have the DESIGN.md columns; the asset's value refers to them
+    with open(home / "data" / "assets" / "parsed_messages.pkl", "rb") as f:
+        parsed = pickle.load(f).read()
     assert set(parsed.columns) >= PARSED_COLUMNS
     assert parsed["content_hash"].is_unique
 
@@ -235,11 +240,12 @@ def test_full_chain(small_run: Path, instance, monkeypatch):
     assert again["mode"] == "hot-swap" and again["pid"] == deployed["pid"]
 
     # unchanged corpus: raw_corpus is a no-op that says so
-    before = (home / "data" / "raw" / "messages.parquet").stat().st_mtime_ns
+    stored = sorted((home / "data" / "raw").rglob("*"))
+    before = {p: p.stat().st_mtime_ns for p in stored}
     again_raw = run_assets(instance, ["raw_corpus"])
     assert again_raw.success
     assert latest_metadata(instance, "raw_corpus")["changed"] is False
-    assert (home / "data" / "raw" / "messages.parquet").stat().st_mtime_ns == before
+    assert {p: p.stat().st_mtime_ns for p in sorted((home / "data" / "raw").rglob("*"))} == before
 
     # with a champion in place the evaluation compares against it on the same test rows
     rerun = run_assets(instance, ["model_evaluation"])

@@ -1,5 +1,6 @@
-"""Scale: the generated corpus is varied and real in structure, and the search samples rows
-without losing the labels' balance or the time order."""
+"""Scale: the generated corpus is varied and real in structure; ingest and parsing in parts
+give the one-shot result and touch only new mail; the search samples rows without losing the
+labels' balance or the time order."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
+import pytest
 
 from benchmarks.scale_corpus import Generator, write_tar
-from spam_assets.lib.corpus_sources import iter_source
+from spam_assets.lib.corpus_sources import CorpusError, iter_source, read_sources
+from spam_assets.lib.parsed_store import deduplicated, update_parts
+from spam_assets.lib.raw_store import land
 from spam_assets.lib.splits import assign_splits, deduplicate, parse_raw_table
 from spam_assets.lib.training import tune_data
 
@@ -65,3 +70,102 @@ def test_generated_corpus_is_varied_labelled_and_parses_like_mail(tmp_path: Path
     assert set(splits["split"]) == {"train", "validation", "test"}
     assert set(kept.groupby("group")["label"].first()) == {0, 1}
     assert kept["sender_domain"].nunique() > 0.9 * len(kept)  # new senders
+
+
+def _one_shot(specs: list[str], tmp_path: Path) -> pd.DataFrame:
+    """What parsed_messages produced before the stores: every message in one frame, parsed,
+    de-duplicated, through Parquet once (as the IO manager stored it)."""
+    msgs = read_sources(specs, tmp_path)
+    raw = pd.DataFrame(
+        {
+            "message_id": [m.message_id for m in msgs],
+            "group": [m.group for m in msgs],
+            "label": [m.label for m in msgs],
+            "sha256": [m.sha256 for m in msgs],
+            "raw": [m.raw for m in msgs],
+        }
+    ).sort_values("message_id", ignore_index=True)
+    kept, _ = deduplicate(parse_raw_table(raw))
+    kept.to_parquet(tmp_path / "one-shot.parquet", index=False)
+    return pd.read_parquet(tmp_path / "one-shot.parquet")
+
+
+def _land_and_parse(specs: list[str], home: Path, chunk_rows: int, workers: int = 2):
+    landing = land(specs, home / "raw", home / "cache", 60, chunk_rows)
+    parsed_now, reused = update_parts(home / "raw", landing.parts, home / "parsed", workers)
+    corpus, stats = deduplicated(home / "parsed", landing.parts)
+    return landing, parsed_now, reused, corpus, stats
+
+
+def _mtimes(directory: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in sorted(directory.glob("*.parquet"))}
+
+
+def test_chunked_ingest_and_parse_equal_the_one_shot_result(tmp_path: Path, shared_tgz):
+    """Several sources in parts of 700 messages, parsed by 2 worker processes: the same
+    rows, columns and types as one frame parsed at once (what every later asset reads)."""
+    gen = write_tar(Generator(shared_tgz, seed=1), 2_000, tmp_path / "gen.tar")
+    specs = [str(gen), str(shared_tgz)]
+    expected = _one_shot(specs, tmp_path)
+    landing, _, reused, corpus, stats = _land_and_parse(specs, tmp_path / "a", 700)
+    assert len(landing.parts) == 3 + 9 and reused == []  # ceil(2000/700) + ceil(6046/700)
+    assert landing.n_messages == 2_000 + 6_046 == stats["n_input"]
+    pd.testing.assert_frame_equal(corpus.read(), expected)
+    assert stats["n_kept"] == corpus.n_kept == len(expected)
+    # one part per source: the same again
+    _, _, _, whole, _ = _land_and_parse(specs, tmp_path / "b", 100_000, workers=1)
+    pd.testing.assert_frame_equal(whole.read(), expected)
+
+
+def test_new_mail_is_the_only_mail_landed_and_parsed(tmp_path: Path, shared_tgz):
+    home = tmp_path / "home"
+    first = write_tar(Generator(shared_tgz, seed=2), 1_200, tmp_path / "first.tar")
+    landing, parsed_now, _, _, _ = _land_and_parse([str(first)], home, 500)
+    assert len(parsed_now) == 3
+    raw_before, parsed_before = _mtimes(home / "raw" / "parts"), _mtimes(home / "parsed")
+
+    # unchanged: nothing written, nothing parsed
+    again, parsed_now, reused, _, _ = _land_and_parse([str(first)], home, 500)
+    assert again.written == () and parsed_now == [] and len(reused) == 3
+    assert again.fingerprint == landing.fingerprint
+    assert _mtimes(home / "raw" / "parts") == raw_before
+
+    # a new source: only its parts are landed and parsed; the earlier files stay as they were
+    second = write_tar(Generator(shared_tgz, seed=3), 700, tmp_path / "second.tar")
+    grown, parsed_now, reused, corpus, _ = _land_and_parse([str(first), str(second)], home, 500)
+    assert grown.written == (str(second),) and len(parsed_now) == 2 and len(reused) == 3
+    after_raw, after_parsed = _mtimes(home / "raw" / "parts"), _mtimes(home / "parsed")
+    assert {k: after_raw[k] for k in raw_before} == raw_before
+    assert {k: after_parsed[k] for k in parsed_before if k != "kept.parquet"} == {
+        k: v for k, v in parsed_before.items() if k != "kept.parquet"
+    }
+    pd.testing.assert_frame_equal(corpus.read(), _one_shot([str(first), str(second)], tmp_path))
+
+    # a source dropped: its parts go, the other's stay
+    shrunk, parsed_now, _, corpus, _ = _land_and_parse([str(second)], home, 500)
+    assert shrunk.removed and parsed_now == []
+    assert len(list((home / "raw" / "parts").glob("*.parquet"))) == 2
+    assert corpus.n_kept == len(_one_shot([str(second)], tmp_path))
+
+
+def test_a_parser_change_parses_again_and_a_bad_source_changes_nothing(tmp_path: Path, shared_tgz):
+    home = tmp_path / "home"
+    source = write_tar(Generator(shared_tgz, seed=4), 600, tmp_path / "g.tar")
+    landing, _, _, _, _ = _land_and_parse([str(source)], home, 300)
+    # a parsed part written by another parser version is stale
+    part = home / "parsed" / f"{landing.parts[0].id}.parquet"
+    table = pq.read_table(part)
+    pq.write_table(
+        table.replace_schema_metadata({**table.schema.metadata, b"parser_version": b"older"}),
+        part,
+    )
+    _, parsed_now, reused, _, _ = _land_and_parse([str(source)], home, 300)
+    assert parsed_now == [landing.parts[0].id] and reused == [landing.parts[1].id]
+
+    manifest = (home / "raw" / "manifest.json").read_bytes()
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(source.read_bytes()[:200_000])
+    with pytest.raises(CorpusError, match=r"cut\.tar"):
+        land([str(source), str(cut)], home / "raw", home / "cache", 60, 300)
+    assert (home / "raw" / "manifest.json").read_bytes() == manifest
+    assert len(list((home / "raw" / "parts").glob("*.parquet"))) == 2

@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from spam_assets.defs.corpus.assets import dataset_splits, parsed_messages
+from spam_assets.lib.parsed_store import ParsedCorpus
 from spam_assets.lib.splits import leaking_hashes
 
 MAX_PARSE_FAILURE_RATE = 0.01
@@ -11,9 +12,10 @@ MAX_NULL_RATES = {"sent_at": 0.05, "sender": 0.02, "subject": 0.05}
 
 
 @dg.asset_check(asset=parsed_messages, blocking=True, description="<= 1% messages unparseable")
-def parse_failure_rate(parsed_messages: pd.DataFrame) -> dg.AssetCheckResult:
-    failed = int(parsed_messages["parse_error"].notna().sum())
-    rate = failed / max(len(parsed_messages), 1)
+def parse_failure_rate(parsed_messages: ParsedCorpus) -> dg.AssetCheckResult:
+    errors = parsed_messages.read(["message_id", "parse_error"])["parse_error"]
+    failed = int(errors.notna().sum())
+    rate = failed / max(len(errors), 1)
     return dg.AssetCheckResult(
         passed=rate <= MAX_PARSE_FAILURE_RATE,
         metadata={"failed": failed, "rate": rate, "max_rate": MAX_PARSE_FAILURE_RATE},
@@ -21,8 +23,8 @@ def parse_failure_rate(parsed_messages: pd.DataFrame) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset=parsed_messages, blocking=True, description="both classes present")
-def label_counts(parsed_messages: pd.DataFrame) -> dg.AssetCheckResult:
-    counts = parsed_messages["label"].value_counts().to_dict()
+def label_counts(parsed_messages: ParsedCorpus) -> dg.AssetCheckResult:
+    counts = parsed_messages.read(["message_id", "label"])["label"].value_counts().to_dict()
     ham, spam = int(counts.get(0, 0)), int(counts.get(1, 0))
     return dg.AssetCheckResult(
         passed=ham > 0 and spam > 0,
@@ -31,12 +33,13 @@ def label_counts(parsed_messages: pd.DataFrame) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset=parsed_messages, description="null/empty rates of key fields")
-def null_rates(parsed_messages: pd.DataFrame) -> dg.AssetCheckResult:
-    n = max(len(parsed_messages), 1)
+def null_rates(parsed_messages: ParsedCorpus) -> dg.AssetCheckResult:
+    df = parsed_messages.read(["message_id", "sent_at", "sender", "subject"])
+    n = max(len(df), 1)
     rates = {
-        "sent_at": float(parsed_messages["sent_at"].isna().sum() / n),
-        "sender": float((parsed_messages["sender"].fillna("") == "").sum() / n),
-        "subject": float((parsed_messages["subject"].fillna("") == "").sum() / n),
+        "sent_at": float(df["sent_at"].isna().sum() / n),
+        "sender": float((df["sender"].fillna("") == "").sum() / n),
+        "subject": float((df["subject"].fillna("") == "").sum() / n),
     }
     bad = {k: v for k, v in rates.items() if v > MAX_NULL_RATES[k]}
     return dg.AssetCheckResult(

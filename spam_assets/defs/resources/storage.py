@@ -14,11 +14,14 @@ class CorpusResource(SettingsSlice):
     SOURCES: ClassVar[dict[str, Source]] = {
         "sources": "corpus_sources",
         "cache_dir": lambda s: s.data_dir / "downloads",
+        "chunk_rows": "corpus_chunk_rows",
     }
 
     sources: list[str]
     cache_dir: str
     download_timeout_s: float
+    chunk_rows: int
+    parse_workers: int
 
 
 class StorageResource(SettingsSlice):
@@ -30,6 +33,10 @@ class StorageResource(SettingsSlice):
     @property
     def raw_dir(self) -> Path:
         return Path(self.data_dir) / "raw"
+
+    @property
+    def parsed_dir(self) -> Path:
+        return Path(self.data_dir) / "parsed"
 
     def bundle_dir(self, model_name: str, version: str) -> Path:
         return Path(self.bundles_dir) / model_name / f"v{version}"
