@@ -155,6 +155,12 @@ class SpamSettings(BaseSettings):
         2,
         description="Local Ray size; at most this many Tune trials at once (also on a cluster).",
     )
+    ray_train_workers: int = Field(
+        2,
+        ge=1,
+        description="With SPAM_RAY_ADDRESS: Ray Train workers (one CPU each, spread over the "
+        "nodes) that fit the deployed tree models data-parallel.",
+    )
     tune_num_samples: int = Field(8, description="Ray Tune trials of the XGBoost search.")
     tune_max_rounds: int = Field(600, description="Most boosting rounds a trial may train.")
     tune_early_stopping_rounds: int = Field(

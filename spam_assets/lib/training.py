@@ -10,6 +10,7 @@ bound, not a point estimate: ``spam_assets.lib.metrics.allowed_false_positives``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,7 +19,7 @@ import pandas as pd
 from spam_assets.lib.ensemble import cross_fit, fields_copy, period_inputs
 from spam_assets.lib.final_fit import FIT_SPLITS, final_fit_inputs
 from spam_assets.lib.metrics import FPR_POINTS, threshold_for_budget, threshold_for_fpr
-from spam_assets.lib.tuning import fit_final, xgb_params
+from spam_assets.lib.tuning import fit_final, local_trees, xgb_params
 from spam_serving.featurize import Featurizer
 
 #: The actions of the score bands, mildest first: ``deliver`` below ``junk``'s threshold.
@@ -105,10 +106,10 @@ def train(
     rounds: int,
     nthread: int,
     policy: TrainingPolicy,
+    fit_trees: Callable = local_trees,
 ) -> Trained:
     """Final fit of the trees (and featurizer), then for a stacked featurizer the time-
     blocked cross-fit of the ensemble; thresholds for every action and FPR point."""
-    import xgboost as xgb
 
     n_base = feature_pipeline.n_base_features
     stacked = feature_pipeline.config.stacked
@@ -135,13 +136,12 @@ def train(
         copies = copies[:, : featurizer.n_base_features]
         rows = final["X"] if final else data["X_train"]
         final = {"X": np.vstack([rows, copies]), "y": np.concatenate([fit_y, fit_y])}
-    booster, val_scores = fit_final(config, data, rounds, nthread, final)
+    booster, val_scores = fit_final(config, data, rounds, nthread, final, fit_trees)
     stack, report = None, {}
     if period is not None:
 
         def train_trees(x: np.ndarray, y: np.ndarray):
-            d = xgb.DMatrix(x, label=y, missing=np.nan)
-            return xgb.train(xgb_params(config, nthread), d, num_boost_round=rounds)
+            return fit_trees(xgb_params(config, nthread), x, y, rounds)
 
         fit = cross_fit(
             period["messages"],

@@ -9,6 +9,7 @@ run: no concurrent writers on the SQLite backend, and the trials nest in the MLf
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,8 +105,21 @@ def trials_markdown(trials: list[dict]) -> str:
     return pd.DataFrame(trials_rows(trials)).to_markdown(index=False)
 
 
+def local_trees(params: dict, x: np.ndarray, y: np.ndarray, rounds: int):
+    """``xgboost.train`` on (x, y) in this process: how tree models are fitted without a Ray
+    cluster (``spam_assets.lib.ray_xgboost.ClusterTrees`` is the other way)."""
+    import xgboost as xgb
+
+    return xgb.train(params, xgb.DMatrix(x, label=y, missing=np.nan), num_boost_round=rounds)
+
+
 def fit_final(
-    config: dict, data: dict, rounds: int, nthread: int, final: dict | None = None
+    config: dict,
+    data: dict,
+    rounds: int,
+    nthread: int,
+    final: dict | None = None,
+    fit_trees: Callable = local_trees,
 ) -> tuple:
     """The model to deploy, and out-of-sample validation scores to choose its threshold on.
 
@@ -115,7 +129,6 @@ def fit_final(
     + validation under the deployed featurizer, see ``spam_assets.lib.final_fit``) the
     deployed model is trained once more, same parameters and rounds, on those rows; without
     it the train-only model is deployed."""
-    import xgboost as xgb
 
     from spam_assets.lib.onnx_export import native_scores
 
@@ -123,11 +136,11 @@ def fit_final(
     val_scores = native_scores(selection, data["X_val"])
     if final is None:
         return selection, val_scores
-    dall = xgb.DMatrix(final["X"], label=final["y"], missing=np.nan)
-    return xgb.train(xgb_params(config, nthread), dall, num_boost_round=rounds), val_scores
+    return fit_trees(xgb_params(config, nthread), final["X"], final["y"], rounds), val_scores
 
 
 def _trial(config: dict, data: dict, max_rounds: int, early_stopping: int) -> None:
+    import ray
     from ray import tune
     from sklearn.metrics import average_precision_score, log_loss
 
@@ -138,6 +151,8 @@ def _trial(config: dict, data: dict, max_rounds: int, early_stopping: int) -> No
     p = booster.predict(xgb.DMatrix(data["X_val"]), iteration_range=(0, best + 1))
     tune.report(
         {
+            # which Ray node ran the trial (a cluster spreads them)
+            "node_id": ray.get_runtime_context().get_node_id(),
             "val_aucpr": float(average_precision_score(data["y_val"], p)),
             "val_logloss": float(log_loss(data["y_val"], p, labels=[0, 1])),
             "best_iteration": int(best),

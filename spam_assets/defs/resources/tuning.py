@@ -17,6 +17,7 @@ class TuningResource(SettingsSlice):
         "max_rounds": "tune_max_rounds",
         "early_stopping_rounds": "tune_early_stopping_rounds",
         "max_rows": "tune_max_rows",
+        "train_workers": "ray_train_workers",
         "storage_dir": lambda s: s.home / "ray_results",
     }
 
@@ -26,6 +27,7 @@ class TuningResource(SettingsSlice):
     max_rounds: int
     early_stopping_rounds: int
     max_rows: int
+    train_workers: int
     seed: int
     storage_dir: str
 

@@ -1,6 +1,7 @@
 """Training stage: Ray Tune search -> refit -> MLflow registry (alias ``challenger``) ->
 evaluation on the time-split test set (against the champion when there is one)."""
 
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -26,10 +27,11 @@ from spam_assets.lib.metrics import (
     pr_curve_png,
 )
 from spam_assets.lib.onnx_export import booster_from_bytes
+from spam_assets.lib.ray_xgboost import ClusterTrees, connected
 from spam_assets.lib.splits import FEEDBACK_GROUP
 from spam_assets.lib.training import band_rows, train, tune_data
 from spam_assets.lib.tuned import TunedModel, log_training_run
-from spam_assets.lib.tuning import trials_rows
+from spam_assets.lib.tuning import local_trees, trials_rows
 
 
 @dg.asset(
@@ -85,15 +87,19 @@ def tuned_model(
 
     rounds = result.best_iteration + 1
     fit_started = time.perf_counter()
-    trained = train(
-        feature_pipeline=feature_pipeline,
-        feature_matrices=feature_matrices,
-        dataset_splits=dataset_splits,
-        config=result.best_config,
-        rounds=rounds,
-        nthread=tuning.num_cpus,
-        policy=policy.training_policy(),
-    )
+    # on a Ray cluster the tree models train data-parallel there; otherwise in this process
+    cluster = ClusterTrees(tuning.train_workers) if tuning.ray_address else None
+    with connected(tuning.ray_address) if cluster else contextlib.nullcontext():
+        trained = train(
+            feature_pipeline=feature_pipeline,
+            feature_matrices=feature_matrices,
+            dataset_splits=dataset_splits,
+            config=result.best_config,
+            rounds=rounds,
+            nthread=tuning.num_cpus,
+            policy=policy.training_policy(),
+            fit_trees=cluster or local_trees,
+        )
     fit_s = time.perf_counter() - fit_started
     booster, featurizer = trained.booster, trained.featurizer
     booster.set_param({"nthread": 1})
@@ -152,6 +158,10 @@ def tuned_model(
             "fitted_on_rows": len(data["y_train"])
             + (len(data["y_val"]) if policy.refit_with_validation else 0),
             "n_trials": len(result.trials),
+            "trial_nodes": len({t.get("node_id") for t in result.trials}),
+            "trees_trained_on": (
+                cluster.summary(str(tuning.ray_address)) if cluster else "this process"
+            ),
             "searched_on_rows": len(data["y_train"]),
             "search_sample": (
                 f"{len(data['y_train'])} of {data['n_train_all']} training rows "
