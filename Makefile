@@ -16,12 +16,12 @@ export SPAM_CORPUS_SOURCES := ["$(SHARED_TGZ)"]
 endif
 endif
 
-.PHONY: help bootstrap install install-tools install-peers install-browser install-azurite docs run ui mlflow-ui serve serve-stop test test-fast lint format bench bench-quality bench-featurize bench-serving bench-hostile bench-soak bench-loop bench-feast clean
+.PHONY: help bootstrap install install-tools install-peers install-browser install-azurite docs run ui mlflow-ui serve serve-stop test test-fast lint format bench bench-quality bench-featurize bench-serving bench-hostile bench-soak bench-loop bench-feast bench-scale clean
 
 help:
 	@echo "make run | test | test-fast | ui | mlflow-ui | serve | serve-stop | lint | format"
 	@echo "make bench | bench-quality | bench-featurize | bench-serving | bench-hostile | bench-soak"
-	@echo "make bench-loop | bench-feast | install-peers | install-browser | install-azurite | docs | clean"
+	@echo "make bench-loop | bench-feast | bench-scale | install-peers | install-browser | install-azurite | docs | clean"
 
 bootstrap:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 \
@@ -118,6 +118,10 @@ bench-serving: install
 
 bench-feast: install
 	$(RUN) python -m benchmarks.feast_online
+
+# SPAM_SCALE_SIZES (default 10000,100000,1000000) sets the generated corpus sizes; hours at 1M
+bench-scale: install
+	$(RUN) python -m benchmarks.scale
 
 bench-loop: install
 	$(RUN) python -m benchmarks.loop

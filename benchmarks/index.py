@@ -139,6 +139,21 @@ def _feast(text: str) -> tuple[dict[str, str], str]:
     return {"lookup p50 ms": _find(row, text, 1), "p99 ms": _find(row, text, 2)}, ""
 
 
+def _scale(text: str) -> tuple[dict[str, str], str]:
+    rows = re.findall(
+        r"^\| generated ([\d,]+) \| ([\d.]+) \| (\d+) \| (yes|no) \|", text, re.MULTILINE
+    )
+    done = [r for r in rows if r[3] == "yes"]
+    if not done:
+        return {"largest complete corpus": "none"}, ""
+    size, minutes, peak, _ = max(done, key=lambda r: int(r[0].replace(",", "")))
+    return {
+        "largest complete corpus": f"{size} messages",
+        "whole chain min": minutes,
+        "largest step peak MB": peak,
+    }, ""
+
+
 EXTRACTORS: dict[str, tuple[str, Callable[[str], tuple[dict[str, str], str]]]] = {
     "quality": ("Quality against the peers (`make bench-quality`)", _quality),
     "serving": ("Serving (`make bench-serving`)", _serving),
@@ -148,6 +163,7 @@ EXTRACTORS: dict[str, tuple[str, Callable[[str], tuple[dict[str, str], str]]]] =
     "loop": ("Drift report at volume (`make bench-loop`)", _loop),
     "loop-payoff": ("Loop pay-off (`make bench-loop`)", _loop_payoff),
     "feast": ("Online feature reads (`make bench-feast`)", _feast),
+    "scale": ("The chain as the corpus grows (`make bench-scale`)", _scale),
 }
 
 

@@ -1,15 +1,19 @@
 """A real two-node Ray cluster on this machine (``ray start --head`` + ``ray start --address``,
-separate processes): the Tune search spreads its trials over both nodes, and the deployed
-trees train data-parallel there (Ray Train's XGBoostTrainer), each node holding part of the
-rows, to the quality of a local fit."""
+separate processes): corpus parts parse as Ray tasks on both nodes, the Tune search spreads
+its trials over both nodes, and the deployed trees train data-parallel there (Ray Train's
+XGBoostTrainer), each node holding part of the rows, to the quality of a local fit."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import xgboost as xgb
 from sklearn.metrics import roc_auc_score
 
+from benchmarks.scale_corpus import Generator, write_tar
+from spam_assets.lib.parsed_store import deduplicated, update_parts
+from spam_assets.lib.raw_store import land
 from spam_assets.lib.ray_xgboost import ClusterTrees, connected
 from spam_assets.lib.tuning import local_trees, run_search, xgb_params
 from spam_serving.featurize import FeaturizerConfig
@@ -73,3 +77,16 @@ def test_trees_train_data_parallel_across_nodes(cluster, features):
     auc = roc_auc_score(y_held, booster.predict(xgb.DMatrix(x_held, missing=np.nan)))
     local_auc = roc_auc_score(y_held, local.predict(xgb.DMatrix(x_held, missing=np.nan)))
     assert auc > 0.95 and abs(auc - local_auc) < 0.02, (auc, local_auc)
+
+
+def test_parts_parse_as_ray_tasks_on_both_nodes(cluster, shared_tgz, tmp_path):
+    """Parsing spreads its parts over the cluster's nodes and writes what local parsing
+    writes."""
+    source = write_tar(Generator(shared_tgz, seed=5), 1_600, tmp_path / "g.tar")
+    landing = land([str(source)], tmp_path / "raw", tmp_path / "cache", 60, 400)
+    on_ray = update_parts(tmp_path / "raw", landing.parts, tmp_path / "ray", 1, cluster.address)
+    local = update_parts(tmp_path / "raw", landing.parts, tmp_path / "local", 1)
+    assert len(on_ray[0]) == 4 and len(on_ray[2]) == 2 and local[2] == set()
+    ray_corpus, _ = deduplicated(tmp_path / "ray", landing.parts)
+    local_corpus, _ = deduplicated(tmp_path / "local", landing.parts)
+    pd.testing.assert_frame_equal(ray_corpus.read(), local_corpus.read())

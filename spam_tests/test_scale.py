@@ -92,7 +92,7 @@ def _one_shot(specs: list[str], tmp_path: Path) -> pd.DataFrame:
 
 def _land_and_parse(specs: list[str], home: Path, chunk_rows: int, workers: int = 2):
     landing = land(specs, home / "raw", home / "cache", 60, chunk_rows)
-    parsed_now, reused = update_parts(home / "raw", landing.parts, home / "parsed", workers)
+    parsed_now, reused, _ = update_parts(home / "raw", landing.parts, home / "parsed", workers)
     corpus, stats = deduplicated(home / "parsed", landing.parts)
     return landing, parsed_now, reused, corpus, stats
 

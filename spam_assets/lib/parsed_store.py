@@ -3,7 +3,8 @@
 A raw part is parsed once: its parsed part records the raw part's fingerprint and the
 parser's version (a hash of the parser's source), and is reused while both match, so new
 mail is the only mail parsed and a parser change re-parses everything. Parts are parsed in
-worker processes (one part in memory per worker). De-duplication then runs over the key
+worker processes (one part in memory per worker), or as Ray tasks when a cluster is
+configured. De-duplication then runs over the key
 columns of every part (ids, hashes, times: a few hundred bytes a row), and the result is a
 :class:`ParsedCorpus`: the part files plus the kept ids, which readers load part by part.
 """
@@ -100,11 +101,30 @@ def _parse_part(raw_path: str, out_path: str, fingerprint: str, version: str) ->
     return len(raw)
 
 
+def _parse_on_cluster(jobs: list[tuple[str, str, str, str]]) -> list[str]:
+    """One Ray task per part on the connected cluster (every node must see the store's
+    paths: the same volume, as the AKS step pods share theirs). Returns the node ids."""
+    import ray
+
+    @ray.remote(num_cpus=1, max_retries=2)
+    def parse(job: tuple[str, str, str, str]) -> str:
+        _parse_part(*job)
+        return ray.get_runtime_context().get_node_id()
+
+    return ray.get([parse.remote(job) for job in jobs])
+
+
 def update_parts(
-    raw_dir: Path, parts: list[RawPart], parsed_dir: Path, workers: int
-) -> tuple[list[str], list[str]]:
-    """Parse the raw parts whose parsed part is missing or stale; remove parsed parts of raw
-    parts that are gone. Returns (parsed now, reused) part ids."""
+    raw_dir: Path,
+    parts: list[RawPart],
+    parsed_dir: Path,
+    workers: int,
+    ray_address: str | None = None,
+) -> tuple[list[str], list[str], set[str]]:
+    """Parse the raw parts whose parsed part is missing or stale, in ``workers`` local
+    processes, or as Ray tasks on the cluster at ``ray_address``; remove parsed parts of
+    raw parts that are gone. Returns (parsed now, reused) part ids and the Ray nodes that
+    parsed (empty locally)."""
     version = parser_version()
     parsed_dir.mkdir(parents=True, exist_ok=True)
     todo = [p for p in parts if not _is_current(parsed_path(parsed_dir, p), p, version)]
@@ -116,7 +136,13 @@ def update_parts(
         (str(part_path(raw_dir, p.id)), str(parsed_path(parsed_dir, p)), p.fingerprint, version)
         for p in todo
     ]
-    if len(jobs) > 1 and workers > 1:
+    nodes: set[str] = set()
+    if jobs and ray_address:
+        from spam_assets.lib.ray_xgboost import connected
+
+        with connected(ray_address):
+            nodes = set(_parse_on_cluster(jobs))
+    elif len(jobs) > 1 and workers > 1:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
             list(pool.map(_parse_part, *zip(*jobs, strict=True)))
@@ -124,7 +150,7 @@ def update_parts(
         for job in jobs:
             _parse_part(*job)
     done = {p.id for p in todo}
-    return [p.id for p in todo], [p.id for p in parts if p.id not in done]
+    return [p.id for p in todo], [p.id for p in parts if p.id not in done], nodes
 
 
 def deduplicated(parsed_dir: Path, parts: list[RawPart]) -> tuple[ParsedCorpus, dict]:

@@ -5,7 +5,12 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from spam_assets.defs.resources import CorpusResource, ModelPolicy, StorageResource
+from spam_assets.defs.resources import (
+    CorpusResource,
+    ModelPolicy,
+    StorageResource,
+    TuningResource,
+)
 from spam_assets.lib.corpus_sources import CorpusError
 from spam_assets.lib.parsed_store import ParsedCorpus, deduplicated, update_parts
 from spam_assets.lib.raw_store import MANIFEST_FILE, RawPart, land, read_manifest
@@ -62,7 +67,10 @@ def raw_corpus(
     "across all of them.",
 )
 def parsed_messages(
-    context: dg.AssetExecutionContext, corpus: CorpusResource, storage: StorageResource
+    context: dg.AssetExecutionContext,
+    corpus: CorpusResource,
+    storage: StorageResource,
+    tuning: TuningResource,
 ) -> dg.Output[ParsedCorpus]:
     manifest = read_manifest(storage.raw_dir)
     if not manifest.get("sources"):
@@ -71,8 +79,8 @@ def parsed_messages(
             "an older version; materialize raw_corpus"
         )
     parts = [RawPart(**p) for source in manifest["sources"] for p in source["parts"]]
-    parsed_now, reused = update_parts(
-        storage.raw_dir, parts, storage.parsed_dir, corpus.parse_workers
+    parsed_now, reused, nodes = update_parts(
+        storage.raw_dir, parts, storage.parsed_dir, corpus.parse_workers, tuning.ray_address
     )
     kept, stats = deduplicated(storage.parsed_dir, parts)
     context.log.info(
@@ -85,6 +93,11 @@ def parsed_messages(
             **{k: v for k, v in stats.items() if k != "per_group"},
             "parts_parsed": len(parsed_now),
             "parts_reused": len(reused),
+            "parsed_on": (
+                f"Ray cluster {tuning.ray_address}: {len(nodes)} node(s)"
+                if tuning.ray_address
+                else f"{corpus.parse_workers} local process(es)"
+            ),
             "per_group": dg.MetadataValue.json(stats["per_group"]),
         },
     )
