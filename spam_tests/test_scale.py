@@ -169,3 +169,48 @@ def test_a_parser_change_parses_again_and_a_bad_source_changes_nothing(tmp_path:
         land([str(source), str(cut)], home / "raw", home / "cache", 60, 300)
     assert (home / "raw" / "manifest.json").read_bytes() == manifest
     assert len(list((home / "raw" / "parts").glob("*.parquet"))) == 2
+
+
+def test_feature_matrices_are_files_written_by_chunk_and_equal_the_whole(tmp_path, real_sample):
+    """Chunked featurizing into memory-mapped files gives the rows featurizing each split at
+    once gives; the value that goes through the IO manager is paths (a few hundred bytes)."""
+    import pickle
+
+    from spam_assets.lib.matrices import write_matrices
+    from spam_assets.lib.messages import messages_of
+    from spam_serving.featurize import Featurizer, FeaturizerConfig
+
+    raw = pd.DataFrame(
+        {
+            "message_id": [f"{g}/{i}" for i, (g, _, _) in enumerate(real_sample)],
+            "group": [g for g, _, _ in real_sample],
+            "label": [label for _, label, _ in real_sample],
+            "sha256": [str(i) for i in range(len(real_sample))],
+            "raw": [r for _, _, r in real_sample],
+        }
+    )
+    splits = assign_splits(deduplicate(parse_raw_table(raw))[0], 0.2)
+    train = splits[splits["split"] == "train"]
+    config = FeaturizerConfig(max_text_features=300, max_meta_features=60, min_df=2)
+    featurizer = Featurizer(config).fit(messages_of(train), train["label"].to_numpy())
+    parts = {str(s): p for s, p in splits.groupby("split")}
+    out = write_matrices(
+        tmp_path / "m",
+        parts,
+        lambda rows: featurizer.transform(messages_of(rows)),
+        featurizer.n_features,
+        chunk_rows=37,
+    )
+    for split, part in parts.items():
+        whole = featurizer.transform(messages_of(part))
+        got = out[split]
+        np.testing.assert_array_equal(np.asarray(got["X"]), whole.astype(np.float32))
+        assert got["message_id"] == part["message_id"].tolist()
+        assert np.array_equal(got["y"], part["label"].to_numpy())
+        assert not got["X"].flags.writeable  # readers cannot change what the next step reads
+    blob = pickle.dumps(out)
+    assert len(blob) < 2_000 and pickle.loads(blob)["train"]["X"].shape == out["train"]["X"].shape
+    for _ in range(4):  # older materializations are pruned, the newest kept
+        write_matrices(tmp_path / "m", parts, lambda r: featurizer.transform(messages_of(r)),
+                       featurizer.n_features, 500)  # fmt: skip
+    assert len([p for p in (tmp_path / "m").iterdir()]) == 3

@@ -26,7 +26,7 @@ column, in numpy and in the ONNX graph alike.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -255,7 +255,7 @@ def ensemble_scores(booster, stack: Stack, x: np.ndarray, n_base: int) -> np.nda
 
 
 def period_inputs(
-    feature_matrices: dict, dataset_splits, n_base: int, reputation: bool, splits: Sequence[str]
+    feature_matrices: Mapping, dataset_splits, n_base: int, reputation: bool, splits: Sequence[str]
 ) -> dict:
     """The training period's rows (``splits``, in ``feature_matrices`` order) as
     :func:`cross_fit` reads them: messages, labels, groups, delivery times and, for a

@@ -11,6 +11,7 @@ hand every downstream asset the matrix of the model it is looking at.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,7 +28,7 @@ FIT_SPLITS = ("train", "validation")
 
 
 def deployed_features(
-    feature_pipeline: Featurizer, feature_matrices: dict, dataset_splits: pd.DataFrame
+    feature_pipeline: Featurizer, feature_matrices: Mapping, dataset_splits: pd.DataFrame
 ) -> tuple[Featurizer, dict[str, np.ndarray]]:
     """Featurizer fitted on train + validation (same config as ``feature_pipeline``) and its
     matrix per split, rows in ``feature_matrices`` order. The sender-reputation block, which
@@ -53,7 +54,7 @@ def deployed_features(
 
 
 def final_fit_inputs(
-    feature_pipeline: Featurizer, feature_matrices: dict, dataset_splits: pd.DataFrame
+    feature_pipeline: Featurizer, feature_matrices: Mapping, dataset_splits: pd.DataFrame
 ) -> tuple[Featurizer, dict[str, np.ndarray], dict]:
     """:func:`deployed_features` plus the rows the final model is trained on
     (``fit_final``'s ``final``: train + validation under the deployed featurizer)."""
@@ -65,12 +66,12 @@ def final_fit_inputs(
     return featurizer, matrices, final
 
 
-def _fit_labels(feature_matrices: dict) -> np.ndarray:
+def _fit_labels(feature_matrices: Mapping) -> np.ndarray:
     """Labels of the final fit's rows, in ``FIT_SPLITS`` order."""
     return np.concatenate([np.asarray(feature_matrices[s]["y"]) for s in FIT_SPLITS])
 
 
-def deployed_matrix(tuned_model: TunedModel, feature_matrices: dict, split: str) -> np.ndarray:
+def deployed_matrix(tuned_model: TunedModel, feature_matrices: Mapping, split: str) -> np.ndarray:
     """The ``split`` rows as the deployed model sees them: its own matrices when it was
     refitted with a different featurizer, otherwise ``feature_matrices``'."""
     own = tuned_model.matrices

@@ -10,7 +10,7 @@ bound, not a point estimate: ``spam_assets.lib.metrics.allowed_false_positives``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,7 +27,7 @@ ACTIONS = ("deliver", "junk", "reject")
 
 
 def tune_data(
-    feature_matrices: dict, n_base: int, max_rows: int | None = None, seed: int = 0
+    feature_matrices: Mapping, n_base: int, max_rows: int | None = None, seed: int = 0
 ) -> dict:
     """Train/validation matrices of the tree model: the columns before the stacking block.
 
@@ -100,7 +100,7 @@ class Trained:
 def train(
     *,
     feature_pipeline: Featurizer,
-    feature_matrices: dict,
+    feature_matrices: Mapping,
     dataset_splits: pd.DataFrame,
     config: dict,
     rounds: int,

@@ -13,6 +13,7 @@ import dagster as dg
 from spam_assets.defs.export.assets import onnx_model
 from spam_assets.lib.ensemble import Stack
 from spam_assets.lib.final_fit import deployed_matrix
+from spam_assets.lib.matrices import FeatureMatrices
 from spam_assets.lib.onnx_export import booster_from_bytes, parity
 from spam_assets.lib.tuned import TunedModel
 from spam_serving.model_bundle import META_FILE, NATIVE_FILE, ONNX_FILE
@@ -30,7 +31,7 @@ MAX_ABS_DIFF = 1e-5
     description=f"ONNX vs the native model: max |diff| <= {MAX_ABS_DIFF:g} on the test split",
 )
 def onnx_parity(
-    onnx_model: dict, feature_matrices: dict, tuned_model: TunedModel
+    onnx_model: dict, feature_matrices: FeatureMatrices, tuned_model: TunedModel
 ) -> dg.AssetCheckResult:
     path = Path(onnx_model["bundle_path"])
     booster = booster_from_bytes((path / NATIVE_FILE).read_bytes())

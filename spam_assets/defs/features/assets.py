@@ -1,6 +1,7 @@
 """Feature stage: the featurizer is fitted on the train split only, then applied to all."""
 
 import time
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -8,7 +9,13 @@ import pandas as pd
 
 from spam_assets.azure_target import k8s_op_tags
 from spam_assets.defs.features.reputation import feast_registry
-from spam_assets.defs.resources import FeastResource, ModelPolicy
+from spam_assets.defs.resources import (
+    CorpusResource,
+    FeastResource,
+    ModelPolicy,
+    StorageResource,
+)
+from spam_assets.lib.matrices import FeatureMatrices, write_matrices
 from spam_assets.lib.messages import messages_of
 from spam_assets.lib.reputation import historical_reputation
 from spam_serving.featurize import Featurizer
@@ -42,29 +49,39 @@ def feature_pipeline(dataset_splits: pd.DataFrame, policy: ModelPolicy) -> dg.Ou
     group_name="features",
     deps=[feast_registry],
     op_tags=k8s_op_tags("feature_matrices"),
-    description="Dense float32 feature matrices per split (what XGBoost and ONNX both see); "
-    "with reputation features on, the rep:* block comes from Feast's point-in-time join.",
+    description="Dense float32 feature matrices per split (what XGBoost and ONNX both see), "
+    "written as .npy files chunk by chunk and passed by reference; with reputation features "
+    "on, the rep:* block comes from Feast's point-in-time join.",
 )
 def feature_matrices(
-    dataset_splits: pd.DataFrame, feature_pipeline: Featurizer, feast: FeastResource
-) -> dg.Output[dict]:
-    out: dict[str, dict] = {}
+    dataset_splits: pd.DataFrame,
+    feature_pipeline: Featurizer,
+    feast: FeastResource,
+    corpus: CorpusResource,
+    storage: StorageResource,
+) -> dg.Output[FeatureMatrices]:
     start = time.perf_counter()
     store = feast.store() if feature_pipeline.config.reputation else None
-    for split, part in dataset_splits.groupby("split"):
-        messages = messages_of(part)
+
+    def transform(rows: pd.DataFrame) -> np.ndarray:
+        messages = messages_of(rows)
         reputation = historical_reputation(store, messages) if store is not None else None
-        out[str(split)] = {
-            "X": feature_pipeline.transform(messages, reputation),
-            "y": part["label"].to_numpy(dtype=np.int8),
-            "message_id": part["message_id"].tolist(),
-            "group": part["group"].tolist(),
-        }
+        return feature_pipeline.transform(messages, reputation)
+
+    out = write_matrices(
+        Path(storage.data_dir) / "matrices",
+        {str(split): part for split, part in dataset_splits.groupby("split")},
+        transform,
+        feature_pipeline.n_features,
+        corpus.chunk_rows,
+    )
     elapsed = time.perf_counter() - start
     return dg.Output(
         out,
         metadata={
-            **{f"{k}_shape": str(v["X"].shape) for k, v in out.items()},
+            **{f"{k}_shape": str((f.n_rows, f.n_cols)) for k, f in out.splits.items()},
+            "path": dg.MetadataValue.path(out.root),
+            "bytes_on_disk": out.nbytes_on_disk,
             "featurizer_state_hash": feature_pipeline.state_hash,
             "reputation_features": feature_pipeline.config.reputation,
             "messages_per_s": len(dataset_splits) / max(elapsed, 1e-9),

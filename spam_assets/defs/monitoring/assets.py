@@ -14,6 +14,7 @@ from spam_assets.lib.drift import wilson_lower
 from spam_assets.lib.drift_report import REFERENCE_SPLITS, build_drift_report
 from spam_assets.lib.files import write_atomic
 from spam_assets.lib.final_fit import deployed_matrix
+from spam_assets.lib.matrices import FeatureMatrices
 from spam_assets.lib.monitoring import (
     NUMERIC_COLUMNS,
     consolidate_partition,
@@ -83,7 +84,7 @@ def inference_log(
 def drift_reference(
     context: dg.AssetExecutionContext,
     dataset_splits: pd.DataFrame,
-    feature_matrices: dict,
+    feature_matrices: FeatureMatrices,
     tuned_model: TunedModel,
     onnx_model: dict,
     monitoring: MonitoringResource,

@@ -16,6 +16,7 @@ from spam_assets.defs.tables import table
 from spam_assets.lib.champion import ChampionError, champion_metrics
 from spam_assets.lib.ensemble import model_scores
 from spam_assets.lib.final_fit import deployed_matrix
+from spam_assets.lib.matrices import FeatureMatrices
 from spam_assets.lib.metrics import (
     confusion_markdown,
     evaluate,
@@ -47,7 +48,7 @@ from spam_assets.lib.tuning import local_trees, trials_rows
 )
 def tuned_model(
     context: dg.AssetExecutionContext,
-    feature_matrices: dict,
+    feature_matrices: FeatureMatrices,
     feature_pipeline,
     dataset_splits: pd.DataFrame,
 ) -> dg.Output[TunedModel]:
@@ -191,7 +192,7 @@ def tuned_model(
 def model_evaluation(
     context: dg.AssetExecutionContext,
     tuned_model: TunedModel,
-    feature_matrices: dict,
+    feature_matrices: FeatureMatrices,
     dataset_splits: pd.DataFrame,
     registry: MlflowRegistry,
     feast: FeastResource,

@@ -1,0 +1,115 @@
+"""Feature matrices as files: what ``feature_matrices`` passes downstream is paths, not arrays.
+
+Each split is one ``.npy`` of float32 rows (written chunk by chunk through a memory map, so
+the step holds one chunk of features at a time) and a Parquet of its row keys (label,
+message id, group). Readers get the same mapping the asset used to pickle,
+``matrices[split] -> {"X", "y", "message_id", "group"}``, with ``X`` memory-mapped read-only:
+pages come from the file when touched and the kernel can drop them again, and nothing of it
+goes through a pickle. Every materialization writes a directory of its own (older ones are
+pruned), so a reference to an earlier materialization never reads a later one's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+#: materializations kept on disk (the newest; a run reading an older one still finds it)
+KEEP = 3
+
+
+@dataclass(frozen=True)
+class SplitFiles:
+    x_path: str
+    keys_path: str
+    n_rows: int
+    n_cols: int
+
+
+class FeatureMatrices(Mapping):
+    """``split -> {"X", "y", "message_id", "group"}`` over the files of one materialization."""
+
+    def __init__(self, root: str, splits: dict[str, SplitFiles]) -> None:
+        self.root = root
+        self.splits = splits
+        self._cache: dict[str, dict] = {}
+
+    def __getitem__(self, split: str) -> dict:
+        if split not in self._cache:
+            files = self.splits[split]
+            keys = pq.read_table(files.keys_path).to_pandas()
+            self._cache[split] = {
+                "X": np.load(files.x_path, mmap_mode="r"),
+                "y": keys["y"].to_numpy(dtype=np.int8),
+                "message_id": keys["message_id"].tolist(),
+                "group": keys["group"].tolist(),
+            }
+        return self._cache[split]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.splits)
+
+    def __len__(self) -> int:
+        return len(self.splits)
+
+    def __getstate__(self) -> dict:  # a pickle holds the paths, never the loaded arrays
+        return {"root": self.root, "splits": self.splits}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["root"], state["splits"])
+
+    @property
+    def nbytes_on_disk(self) -> int:
+        return sum(Path(f.x_path).stat().st_size for f in self.splits.values())
+
+
+def write_matrices(
+    base_dir: Path,
+    parts: dict[str, pd.DataFrame],
+    transform: Callable[[pd.DataFrame], np.ndarray],
+    n_cols: int,
+    chunk_rows: int,
+) -> FeatureMatrices:
+    """Featurize each split's rows ``chunk_rows`` at a time into its ``.npy`` (``transform``
+    maps a frame of rows to their float32 features). Written under a new directory, renamed
+    into place when complete; the oldest beyond :data:`KEEP` are removed."""
+    base_dir.mkdir(parents=True, exist_ok=True)
+    for stale in base_dir.glob(".*.tmp"):  # a writer that died mid-way
+        shutil.rmtree(stale, ignore_errors=True)
+    name = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+    tmp, root = base_dir / f".{name}.tmp", base_dir / name
+    tmp.mkdir()
+    splits = {}
+    for split, df in parts.items():
+        x_file = tmp / f"{split}.npy"
+        x = np.lib.format.open_memmap(x_file, mode="w+", dtype=np.float32, shape=(len(df), n_cols))
+        for start in range(0, len(df), chunk_rows):
+            chunk = df.iloc[start : start + chunk_rows]
+            x[start : start + len(chunk)] = transform(chunk)
+        x.flush()
+        del x
+        keys = pa.table(
+            {
+                "y": pa.array(df["label"].to_numpy(dtype=np.int8)),
+                "message_id": pa.array(df["message_id"].astype(str).tolist(), pa.string()),
+                "group": pa.array(df["group"].astype(str).tolist(), pa.string()),
+            }
+        )
+        pq.write_table(keys, tmp / f"{split}.keys.parquet")
+        splits[split] = SplitFiles(
+            str(root / f"{split}.npy"), str(root / f"{split}.keys.parquet"), len(df), n_cols
+        )
+    tmp.rename(root)
+    done = sorted(p for p in base_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for old in done[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+    return FeatureMatrices(str(root), splits)
