@@ -9,17 +9,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from spam_assets.lib.corpus_sources import read_sources
+from spam_assets.lib.corpus_sources import RawMessage, read_sources
 from spam_assets.lib.splits import assign_splits, deduplicate, parse_raw_table
 from spam_serving.settings import PROJECT_ROOT, get_settings
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 
 
-def raw_table() -> pd.DataFrame:
-    """The configured corpus (``make`` points it at the mirror tarball when present)."""
-    s = get_settings()
-    msgs = read_sources(list(s.corpus_sources), s.data_dir / "downloads", s.download_timeout_s)
+def raw_frame(msgs: list[RawMessage]) -> pd.DataFrame:
+    """Raw messages as the table ``parse_raw_table`` reads."""
     return pd.DataFrame(
         {
             "message_id": [m.message_id for m in msgs],
@@ -28,6 +26,14 @@ def raw_table() -> pd.DataFrame:
             "sha256": [m.sha256 for m in msgs],
             "raw": [m.raw for m in msgs],
         }
+    )
+
+
+def raw_table() -> pd.DataFrame:
+    """The configured corpus (``make`` points it at the mirror tarball when present)."""
+    s = get_settings()
+    return raw_frame(
+        read_sources(list(s.corpus_sources), s.data_dir / "downloads", s.download_timeout_s)
     )
 
 

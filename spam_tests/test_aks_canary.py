@@ -17,7 +17,13 @@ from spam_assets.defs.deployment.aks import aks_deployment
 from spam_assets.defs.deployment.canary import canary_rollout
 from spam_assets.defs.resources import build_resources
 from spam_assets.lib import aks, aks_canary
-from spam_assets.lib.canary import CanaryDecision, CanaryPolicy, decide, version_stats
+from spam_assets.lib.canary import (
+    CanaryDecision,
+    CanaryPolicy,
+    RunningCanary,
+    decide,
+    version_stats,
+)
 from spam_assets.lib.monitoring import hours_between, read_predictions
 from spam_serving.gateway import CANARY_ENV
 from spam_serving.inference_log import ERROR_LABEL
@@ -68,7 +74,7 @@ def test_a_canary_moves_through_its_stages_as_release_values():
 
     start = aks_canary.start_values(s, stable, _image("v8-89abcdef", DIGEST_8), 0.1, T0)
     canary = aks_canary.read_canary(start)
-    assert canary == aks_canary.AksCanary("7", "8", 0.1, T0, T0)
+    assert canary == RunningCanary("7", "8", 0.1, T0, T0)
     docs = _by_kind(aks.render_valid(start, RELEASE, NAMESPACE))
     stable_pods = docs[("Deployment", RELEASE)]
     canary_pods = docs[("Deployment", f"{RELEASE}-canary")]
@@ -83,7 +89,7 @@ def test_a_canary_moves_through_its_stages_as_release_values():
 
     later = T0 + timedelta(hours=2)
     advanced = aks_canary.next_values(start, _advance(0.5), later)
-    assert aks_canary.read_canary(advanced) == aks_canary.AksCanary("7", "8", 0.5, T0, later)
+    assert aks_canary.read_canary(advanced) == RunningCanary("7", "8", 0.5, T0, later)
     ingress = _by_kind(aks.render_valid(advanced, RELEASE, NAMESPACE))[
         ("Ingress", f"{RELEASE}-canary")
     ]["metadata"]["annotations"]

@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from benchmarks.common import raw_frame
 from benchmarks.scale_corpus import Generator, write_tar
 from spam_assets.lib.corpus_sources import CorpusError, iter_source, read_sources
 from spam_assets.lib.parsed_store import deduplicated, update_parts
@@ -51,16 +52,7 @@ def test_generated_corpus_is_varied_labelled_and_parses_like_mail(tmp_path: Path
     out = write_tar(Generator(shared_tgz, seed=0), 1_500, tmp_path / "gen.tar")
     msgs = list(iter_source(str(out), tmp_path))
     assert len(msgs) == 1_500
-    raw = pd.DataFrame(
-        {
-            "message_id": [m.message_id for m in msgs],
-            "group": [m.group for m in msgs],
-            "label": [m.label for m in msgs],
-            "sha256": [m.sha256 for m in msgs],
-            "raw": [m.raw for m in msgs],
-        }
-    )
-    parsed = parse_raw_table(raw)
+    parsed = parse_raw_table(raw_frame(msgs))
     kept, dups = deduplicate(parsed)
     assert len(kept) >= 0.99 * len(parsed), dups  # varied enough that de-dup keeps them
     assert parsed["parse_error"].isna().all()
@@ -76,15 +68,7 @@ def _one_shot(specs: list[str], tmp_path: Path) -> pd.DataFrame:
     """What parsed_messages produced before the stores: every message in one frame, parsed,
     de-duplicated, through Parquet once (as the IO manager stored it)."""
     msgs = read_sources(specs, tmp_path)
-    raw = pd.DataFrame(
-        {
-            "message_id": [m.message_id for m in msgs],
-            "group": [m.group for m in msgs],
-            "label": [m.label for m in msgs],
-            "sha256": [m.sha256 for m in msgs],
-            "raw": [m.raw for m in msgs],
-        }
-    ).sort_values("message_id", ignore_index=True)
+    raw = raw_frame(msgs).sort_values("message_id", ignore_index=True)
     kept, _ = deduplicate(parse_raw_table(raw))
     kept.to_parquet(tmp_path / "one-shot.parquet", index=False)
     return pd.read_parquet(tmp_path / "one-shot.parquet")

@@ -14,27 +14,15 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from spam_assets.lib.aks import ImageSpec, release_values
-from spam_assets.lib.canary import CanaryDecision
+from spam_assets.lib.canary import CanaryDecision, RunningCanary
 from spam_serving.settings import SpamSettings
 
 #: The tag :meth:`ImageSpec.for_bento` gives an image: ``v<model version>-<code hash>``.
 _TAG = re.compile(r"^v(?P<version>[0-9]+)-[0-9a-f]{1,8}$")
-
-
-@dataclass(frozen=True)
-class AksCanary:
-    """A running canary, read from the production release's values."""
-
-    champion_version: str
-    challenger_version: str
-    fraction: float
-    started_at: datetime
-    stage_started_at: datetime
 
 
 def version_of(image: dict[str, Any], key: str) -> str:
@@ -66,7 +54,7 @@ def _when(canary: dict[str, Any], key: str) -> datetime:
     return when
 
 
-def read_canary(values: dict[str, Any]) -> AksCanary | None:
+def read_canary(values: dict[str, Any]) -> RunningCanary | None:
     """The canary the release runs, or None. Values that claim a canary but do not say
     which models or since when raise :class:`ValueError` naming the key (judging it blind
     would compare the wrong traffic)."""
@@ -75,9 +63,9 @@ def read_canary(values: dict[str, Any]) -> AksCanary | None:
         return None
     started = _when(canary, "startedAt")
     stage = _when(canary, "stageStartedAt") if canary.get("stageStartedAt") else started
-    return AksCanary(
-        champion_version=version_of(values.get("image") or {}, "image"),
-        challenger_version=version_of(canary.get("image") or {}, "canary.image"),
+    return RunningCanary(
+        champion=version_of(values.get("image") or {}, "image"),
+        challenger=version_of(canary.get("image") or {}, "canary.image"),
         fraction=int(canary.get("weight", 0)) / 100,
         started_at=started,
         stage_started_at=stage,
@@ -109,7 +97,7 @@ def start_values(
     running = read_canary(current)
     if running is not None:
         raise ValueError(
-            f"a canary (v{running.challenger_version} at {running.fraction:.0%}) is already "
+            f"a canary (v{running.challenger} at {running.fraction:.0%}) is already "
             "running: let canary_rollout promote or roll it back first"
         )
     stable = stable_image(current)

@@ -21,6 +21,7 @@ reported in the decision's reason.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -40,6 +41,17 @@ class CanaryPolicy:
     min_latency_increase_ms: float = 5.0
     max_accuracy_drop: float = 0.02
     alpha: float = 0.05
+
+
+@dataclass(frozen=True)
+class RunningCanary:
+    """A canary being judged, wherever it runs (the local alias file, an AKS release)."""
+
+    champion: str
+    challenger: str
+    fraction: float
+    started_at: datetime
+    stage_started_at: datetime
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ production Helm release, upgraded with new values (``spam_assets.lib.aks_canary`
 MLflow aliases change only after the serving side did, so they always say what serves what.
 """
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -26,27 +25,16 @@ from spam_assets.defs.resources import (
     ServingResource,
 )
 from spam_assets.lib import aks, aks_canary
-from spam_assets.lib.canary import CanaryDecision, decide, version_stats
+from spam_assets.lib.canary import CanaryDecision, RunningCanary, decide, version_stats
 from spam_assets.lib.local_deploy import local_state, write_state
 from spam_assets.lib.monitoring import hours_between, join_feedback, read_feedback, read_predictions
 from spam_serving.model_store import read_aliases, read_canary, write_aliases
 
 
-@dataclass(frozen=True)
-class Canary:
-    """What the judge needs to know about a running canary, wherever it runs."""
-
-    champion: str
-    challenger: str
-    fraction: float
-    started_at: datetime
-    stage_started_at: datetime
-
-
 @dg.asset(
     group_name="deployment",
     kinds={"bentoml", "kubernetes"},
-    description="Canary judge: hold, advance (10% -> 50% -> 100%), promote or roll back.",
+    description="RunningCanary judge: hold, advance (10% -> 50% -> 100%), promote or roll back.",
 )
 def canary_rollout(
     context: dg.AssetExecutionContext,
@@ -100,13 +88,13 @@ def canary_rollout(
     )
 
 
-def _local_canary(serving: ServingResource) -> tuple[Canary, None] | None:
+def _local_canary(serving: ServingResource) -> tuple[RunningCanary, None] | None:
     canary = read_canary(serving.alias_file)
     aliases = read_aliases(serving.alias_file)
     if not canary or "champion" not in aliases or "challenger" not in aliases:
         return None
     started = datetime.fromisoformat(canary["started_at"])
-    return Canary(
+    return RunningCanary(
         champion=str(canary["champion_version"]),
         challenger=str(canary["version"]),
         fraction=float(canary["fraction"]),
@@ -117,22 +105,14 @@ def _local_canary(serving: ServingResource) -> tuple[Canary, None] | None:
     ), None
 
 
-def _aks_canary(s) -> tuple[Canary, dict] | None:
+def _aks_canary(s) -> tuple[RunningCanary, dict] | None:
     target = aks.cluster_targets(s)["production"]
     values = aks.user_values(target, aks.release_name(s.aks_release_prefix, "production"))
     found = aks_canary.read_canary(values) if values else None
-    if found is None:
-        return None
-    return Canary(
-        champion=found.champion_version,
-        challenger=found.challenger_version,
-        fraction=found.fraction,
-        started_at=found.started_at,
-        stage_started_at=found.stage_started_at,
-    ), values
+    return (found, values) if found is not None else None
 
 
-def _judge(canary: Canary, monitoring: MonitoringResource) -> tuple[CanaryDecision, dict]:
+def _judge(canary: RunningCanary, monitoring: MonitoringResource) -> tuple[CanaryDecision, dict]:
     """The decision over the stage's production traffic (feedback since the canary began)."""
     log_root = monitoring.log_root  # one client for both reads when the log is on Blob
     since = canary.stage_started_at
@@ -144,7 +124,7 @@ def _judge(canary: Canary, monitoring: MonitoringResource) -> tuple[CanaryDecisi
     return decide(stats, canary.fraction, monitoring.canary_policy()), stats
 
 
-def _apply_local(serving: ServingResource, canary: Canary, decision: CanaryDecision) -> None:
+def _apply_local(serving: ServingResource, canary: RunningCanary, decision: CanaryDecision) -> None:
     """The alias file the serving workers poll (and the local deployment's state)."""
     aliases = read_aliases(serving.alias_file)
     now = datetime.now(UTC).isoformat()
@@ -188,7 +168,7 @@ def _apply_registry(
     context: dg.AssetExecutionContext,
     registry: MlflowRegistry,
     monitoring: MonitoringResource,
-    canary: Canary,
+    canary: RunningCanary,
     decision: CanaryDecision,
     stats: dict,
 ) -> None:
