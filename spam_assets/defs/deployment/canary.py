@@ -34,7 +34,7 @@ from spam_serving.model_store import read_aliases, read_canary, write_aliases
 @dg.asset(
     group_name="deployment",
     kinds={"bentoml", "kubernetes"},
-    description="RunningCanary judge: hold, advance (10% -> 50% -> 100%), promote or roll back.",
+    description="Canary judge: hold, advance (10% -> 50% -> 100%), promote or roll back.",
 )
 def canary_rollout(
     context: dg.AssetExecutionContext,
