@@ -75,4 +75,4 @@ def deployed_matrix(tuned_model: TunedModel, feature_matrices: Mapping, split: s
     """The ``split`` rows as the deployed model sees them: its own matrices when it was
     refitted with a different featurizer, otherwise ``feature_matrices``'."""
     own = tuned_model.matrices
-    return own[split] if own else feature_matrices[split]["X"]
+    return own[split]["X"] if own else feature_matrices[split]["X"]

@@ -72,6 +72,51 @@ class FeatureMatrices(Mapping):
         return sum(Path(f.x_path).stat().st_size for f in self.splits.values())
 
 
+def _write(
+    base_dir: Path,
+    rows: dict[str, tuple[int, Iterator[np.ndarray], dict[str, list]]],
+    n_cols: int,
+) -> FeatureMatrices:
+    """Each split's row blocks into its ``.npy`` and its keys (``y``, ``message_id``,
+    ``group``) into Parquet, under a new directory renamed into place when complete; the
+    oldest beyond :data:`KEEP` are removed."""
+    base_dir.mkdir(parents=True, exist_ok=True)
+    for stale in base_dir.glob(".*.tmp"):  # a writer that died mid-way
+        shutil.rmtree(stale, ignore_errors=True)
+    name = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+    tmp, root = base_dir / f".{name}.tmp", base_dir / name
+    tmp.mkdir()
+    splits = {}
+    for split, (n_rows, blocks, keys) in rows.items():
+        x = np.lib.format.open_memmap(
+            tmp / f"{split}.npy", mode="w+", dtype=np.float32, shape=(n_rows, n_cols)
+        )
+        start = 0
+        for block in blocks:
+            x[start : start + len(block)] = block
+            start += len(block)
+        if start != n_rows:
+            raise ValueError(f"{split}: {start} feature rows for {n_rows} keys")
+        x.flush()
+        del x
+        table = pa.table(
+            {
+                "y": pa.array(np.asarray(keys["y"], dtype=np.int8)),
+                "message_id": pa.array([str(v) for v in keys["message_id"]], pa.string()),
+                "group": pa.array([str(v) for v in keys["group"]], pa.string()),
+            }
+        )
+        pq.write_table(table, tmp / f"{split}.keys.parquet")
+        splits[split] = SplitFiles(
+            str(root / f"{split}.npy"), str(root / f"{split}.keys.parquet"), n_rows, n_cols
+        )
+    tmp.rename(root)
+    done = sorted(p for p in base_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for old in done[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+    return FeatureMatrices(str(root), splits)
+
+
 def write_matrices(
     base_dir: Path,
     parts: dict[str, pd.DataFrame],
@@ -80,36 +125,40 @@ def write_matrices(
     chunk_rows: int,
 ) -> FeatureMatrices:
     """Featurize each split's rows ``chunk_rows`` at a time into its ``.npy`` (``transform``
-    maps a frame of rows to their float32 features). Written under a new directory, renamed
-    into place when complete; the oldest beyond :data:`KEEP` are removed."""
-    base_dir.mkdir(parents=True, exist_ok=True)
-    for stale in base_dir.glob(".*.tmp"):  # a writer that died mid-way
-        shutil.rmtree(stale, ignore_errors=True)
-    name = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**6}"
-    tmp, root = base_dir / f".{name}.tmp", base_dir / name
-    tmp.mkdir()
-    splits = {}
-    for split, df in parts.items():
-        x_file = tmp / f"{split}.npy"
-        x = np.lib.format.open_memmap(x_file, mode="w+", dtype=np.float32, shape=(len(df), n_cols))
+    maps a frame of rows to their float32 features)."""
+
+    def blocks(df: pd.DataFrame) -> Iterator[np.ndarray]:
         for start in range(0, len(df), chunk_rows):
-            chunk = df.iloc[start : start + chunk_rows]
-            x[start : start + len(chunk)] = transform(chunk)
-        x.flush()
-        del x
-        keys = pa.table(
-            {
-                "y": pa.array(df["label"].to_numpy(dtype=np.int8)),
-                "message_id": pa.array(df["message_id"].astype(str).tolist(), pa.string()),
-                "group": pa.array(df["group"].astype(str).tolist(), pa.string()),
-            }
-        )
-        pq.write_table(keys, tmp / f"{split}.keys.parquet")
-        splits[split] = SplitFiles(
-            str(root / f"{split}.npy"), str(root / f"{split}.keys.parquet"), len(df), n_cols
-        )
-    tmp.rename(root)
-    done = sorted(p for p in base_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    for old in done[:-KEEP]:
-        shutil.rmtree(old, ignore_errors=True)
-    return FeatureMatrices(str(root), splits)
+            yield transform(df.iloc[start : start + chunk_rows])
+
+    return _write(
+        base_dir,
+        {
+            split: (
+                len(df),
+                blocks(df),
+                {"y": df["label"], "message_id": df["message_id"], "group": df["group"]},
+            )
+            for split, df in parts.items()
+        },
+        n_cols,
+    )
+
+
+def write_arrays(
+    base_dir: Path, arrays: dict[str, np.ndarray], keys_from: Mapping
+) -> FeatureMatrices:
+    """Matrices already in memory (the deployed featurizer's, computed by the final fit)
+    as files, with the row keys of ``keys_from`` (the same rows in the same order)."""
+    n_cols = {a.shape[1] for a in arrays.values()}
+    if len(n_cols) != 1:
+        raise ValueError(f"splits disagree on the number of features: {sorted(n_cols)}")
+    keys = ("y", "message_id", "group")
+    return _write(
+        base_dir,
+        {
+            split: (len(x), iter([x]), {k: keys_from[split][k] for k in keys})
+            for split, x in arrays.items()
+        },
+        n_cols.pop(),
+    )

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from spam_assets.lib.matrices import FeatureMatrices
 from spam_assets.lib.training import Trained, TrainingPolicy
 from spam_serving.featurize import Featurizer
 
@@ -45,8 +46,8 @@ class TunedModel:
     n_base: int
     #: the deployed featurizer (refitted on train + validation when the policy says so)
     featurizer: Featurizer
-    #: the splits as ``featurizer`` sees them, when it is not ``feature_pipeline``
-    matrices: dict | None
+    #: the splits as ``featurizer`` sees them (files), when it is not ``feature_pipeline``
+    matrices: FeatureMatrices | None
     model_name: str
     model_version: str
     run_id: str

@@ -16,7 +16,7 @@ from spam_assets.defs.tables import table
 from spam_assets.lib.champion import ChampionError, champion_metrics
 from spam_assets.lib.ensemble import model_scores
 from spam_assets.lib.final_fit import deployed_matrix
-from spam_assets.lib.matrices import FeatureMatrices
+from spam_assets.lib.matrices import FeatureMatrices, write_arrays
 from spam_assets.lib.metrics import (
     confusion_markdown,
     evaluate,
@@ -41,7 +41,7 @@ from spam_assets.lib.tuning import local_trees, trials_rows
     op_tags=k8s_op_tags("tuned_model"),
     # dagster-mlflow's resource is a legacy (non-Pythonic) resource, so every resource of this
     # asset is requested by key.
-    required_resource_keys={"mlflow", "tuning", "policy", "registry"},
+    required_resource_keys={"mlflow", "tuning", "policy", "registry", "storage"},
     description="The deployed model: Ray Tune search over XGBoost, then (by default) the "
     "ensemble of those trees, a char n-gram text model and rule-style signs, with its "
     "thresholds chosen on out-of-fold scores; registered in MLflow as challenger.",
@@ -140,7 +140,15 @@ def tuned_model(
             stack=trained.stack,
             n_base=featurizer.n_base_features,
             featurizer=featurizer,
-            matrices=trained.matrices,
+            matrices=(
+                write_arrays(
+                    Path(context.resources.storage.data_dir) / "deployed_matrices",
+                    trained.matrices,
+                    feature_matrices,
+                )
+                if trained.matrices
+                else None
+            ),
             model_name=registry.model_name,
             model_version=version,
             run_id=parent_id,
