@@ -70,6 +70,7 @@ class Run:
     label: str
     n_messages: int
     steps: list[Step] = field(default_factory=list)
+    home: Path | None = None
 
 
 def _env(home: Path, source: Path, src_root: Path) -> dict[str, str]:
@@ -151,6 +152,32 @@ def _step_seconds(dagster_home: Path) -> float:
     return sum((s.end_time or 0) - (s.start_time or 0) for s in stats if s.start_time)
 
 
+def answers(home: Path) -> dict[str, str]:
+    """What the run's model says on the test split (``model_evaluation``), its threshold
+    (``tuned_model``) and the ONNX parity check: the real-corpus runs must agree."""
+    import dagster as dg
+
+    out: dict[str, str] = {}
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        for asset, keys in (
+            ("model_evaluation", ("f1", "recall", "easy_ham_fpr", "hard_ham_fpr")),
+            ("tuned_model", ("threshold", "search_sample")),
+        ):
+            event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+            meta = event.asset_materialization.metadata if event else {}
+            out.update({k: str(meta[k].value) for k in keys if k in meta})
+        checks = instance.get_event_records(
+            dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION),
+            limit=100,
+        )
+        for record in checks:
+            data = record.event_log_entry.dagster_event.event_specific_data
+            if data.check_name == "onnx_parity":
+                out["onnx max |diff|"] = f"{data.metadata['max_abs_diff'].value:.2e}"
+                break
+    return out
+
+
 def run_chain(label: str, n: int, source: Path, src_root: Path) -> Run:
     home = WORK / "homes" / label
     shutil.rmtree(home, ignore_errors=True)
@@ -158,7 +185,7 @@ def run_chain(label: str, n: int, source: Path, src_root: Path) -> Run:
     env = _env(home, source, src_root)
     timeout_s = float(os.environ.get("SPAM_SCALE_STEP_TIMEOUT_S", 5400))
     max_rss = float(os.environ.get("SPAM_SCALE_MAX_RSS_GB", 20)) * 2**30
-    run = Run(label, n)
+    run = Run(label, n, home=home)
     for asset in STEPS:
         step = run_step(asset, env, src_root, timeout_s, max_rss)
         run.steps.append(step)
@@ -245,6 +272,18 @@ def report(runs: list[Run], baseline_rev: str, head: str, corpus_note: str) -> s
         t = exponent([n for n, _ in pts], [s.step_s for _, s in pts])
         m = exponent([n for n, _ in pts], [s.own_peak_mb for _, s in pts])
         lines.append(f"| {asset} | {t:.2f} | {m:.2f} | {', '.join(f'{n:,}' for n, _ in pts)} |")
+    real = [r for r in runs if "real corpus" in r.label and r.home is not None]
+    if real:
+        found = {r.label: answers(r.home) for r in real}
+        keys = sorted({k for a in found.values() for k in a})
+        lines += [
+            "",
+            "## The same answers on the real corpus",
+            "",
+            "| | " + " | ".join(found) + " |",
+            "|---|" + "---|" * len(found),
+            *(f"| {k} | " + " | ".join(a.get(k, "") for a in found.values()) + " |" for k in keys),
+        ]
     total = [
         (r.label, sum(s.wall_s for s in r.steps), max(s.own_peak_mb for s in r.steps))
         for r in runs
