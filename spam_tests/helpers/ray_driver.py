@@ -98,7 +98,41 @@ def parse(address: str, work: Path) -> dict:
     return {"parsed": parsed, "nodes": sorted(nodes)}
 
 
-CASES = {"tune": tune, "trees": trees, "parse": parse}
+def rate(address: str, work: Path) -> dict:
+    """Throughput on the cluster: the raw parts under ``work/raw`` parsed as Ray tasks, and
+    data-parallel trees on ``work/x.npy`` / ``work/y.npy`` with one worker per node."""
+    import time
+
+    import ray
+
+    from spam_assets.lib.parsed_store import update_parts
+    from spam_assets.lib.raw_store import RawPart, read_manifest
+    from spam_assets.lib.ray_xgboost import ClusterTrees, connected
+    from spam_assets.lib.tuning import xgb_params
+
+    manifest = read_manifest(work / "raw")
+    parts = [RawPart(**p) for s in manifest["sources"] for p in s["parts"]]
+    x, y = np.load(work / "x.npy"), np.load(work / "y.npy")
+    with connected(address):
+        nodes = sum(n["Alive"] for n in ray.nodes())
+        started = time.perf_counter()
+        update_parts(work / "raw", parts, work / f"parsed-{nodes}", 1, address)
+        parse_s = time.perf_counter() - started
+        fitter = ClusterTrees(num_workers=nodes)
+        started = time.perf_counter()
+        fitter(xgb_params({"eta": 0.1, "max_depth": 6}, nthread=1), x, y, 100)
+        train_s = time.perf_counter() - started
+    return {
+        "nodes": nodes,
+        "messages": sum(p.n_messages for p in parts),
+        "parse_s": parse_s,
+        "rows": len(y),
+        "train_s": train_s,
+        "train_nodes": len(fitter.fits[0].nodes),
+    }
+
+
+CASES = {"tune": tune, "trees": trees, "parse": parse, "rate": rate}
 
 
 def main() -> None:
