@@ -56,6 +56,8 @@ STEPS = (
 #: Steps whose cost the issue asks to be (at least) linear with memory bounded by a chunk.
 STREAMING = ("raw_corpus", "parsed_messages", "dataset_splits", "feature_matrices")
 WORK = Path(os.environ.get("SPAM_SCALE_WORK", "/tmp/spam-scale"))
+#: training rows the 1-vs-2-node comparison trains on
+ROWS_ON_CLUSTER = 20_000
 
 
 @dataclass
@@ -153,7 +155,9 @@ def _step_seconds(dagster_home: Path) -> float:
         if not runs:
             return 0.0
         stats = instance.get_run_step_stats(runs[0].run_id)
-    return sum((s.end_time or 0) - (s.start_time or 0) for s in stats if s.start_time)
+    if any(s.start_time is None or s.end_time is None for s in stats):
+        return math.nan  # a step stopped or failed mid-way has no end
+    return sum(s.end_time - s.start_time for s in stats)
 
 
 def answers(home: Path) -> dict[str, str]:
@@ -252,11 +256,13 @@ def report(runs: list[Run], baseline_rev: str, head: str, corpus_note: str) -> s
     ]
     for run in runs:
         for s in run.steps:
-            rate = run.n_messages / s.step_s if s.step_s else 0
+            done = s.outcome == "ok" and s.step_s > 0
+            step = f"{s.step_s:.1f}" if done else "-"
+            rate = f"{run.n_messages / s.step_s:,.0f}" if done else "-"
             lines.append(
-                f"| {run.label} | {run.n_messages:,} | {s.asset} | {s.step_s:.1f} | "
+                f"| {run.label} | {run.n_messages:,} | {s.asset} | {step} | "
                 f"{s.wall_s:.1f} | "
-                f"{s.own_peak_mb:.0f} | {s.tree_peak_mb:.0f} | {rate:,.0f} | {s.outcome} |"
+                f"{s.own_peak_mb:.0f} | {s.tree_peak_mb:.0f} | {rate} | {s.outcome} |"
             )
     generated = [r for r in runs if r.label.startswith("generated")]
     lines += [
@@ -304,7 +310,7 @@ def report(runs: list[Run], baseline_rev: str, head: str, corpus_note: str) -> s
 def cluster_section(corpus: Path, matrices: Path | None) -> str:
     """Rows/s through a real Ray cluster on this machine with 1 and with 2 nodes (one CPU
     each): the generated corpus's parts parsed as Ray tasks, and data-parallel trees (one
-    Ray Train worker per node) on up to 50,000 training rows of a run's feature matrices
+    Ray Train worker per node) on up to ``ROWS_ON_CLUSTER`` training rows of a run's matrices
     (``matrices``: the directory ``feature_matrices`` wrote), or random rows without one."""
     import numpy as np
     import pyarrow.parquet as pq
@@ -317,11 +323,11 @@ def cluster_section(corpus: Path, matrices: Path | None) -> str:
     work.mkdir(parents=True)
     land([str(corpus)], work / "raw", work / "cache", 120, 1000)
     if matrices is not None and (matrices / "train.npy").exists():
-        x = np.load(matrices / "train.npy", mmap_mode="r")[:50_000]
+        x = np.load(matrices / "train.npy", mmap_mode="r")[:ROWS_ON_CLUSTER]
         y = pq.read_table(matrices / "train.keys.parquet").column("y").to_numpy()[: len(x)]
     else:
         rng = np.random.default_rng(0)
-        x = rng.normal(size=(50_000, 200)).astype(np.float32)
+        x = rng.normal(size=(ROWS_ON_CLUSTER, 200)).astype(np.float32)
         y = (x[:, 0] + rng.normal(size=len(x)) > 0).astype(np.float32)
     np.save(work / "x.npy", np.asarray(x, np.float32))
     np.save(work / "y.npy", np.asarray(y, np.float32))
