@@ -57,14 +57,13 @@ class ParsedCorpus:
     def iter_frames(self, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
         """Kept rows part by part (one part in memory)."""
         kept = self.kept_ids()
+        read = columns
+        if columns is not None and "message_id" not in columns:
+            read = ["message_id", *columns]  # the filter needs it: one read per part
         for path in self.parts:
-            df = pd.read_parquet(path, columns=columns, engine="pyarrow")
-            ids = (
-                df["message_id"]
-                if columns is None or "message_id" in columns
-                else pd.read_parquet(path, columns=["message_id"])["message_id"]
-            )
-            yield df[ids.isin(kept).to_numpy()]
+            df = pd.read_parquet(path, columns=read, engine="pyarrow")
+            rows = df[df["message_id"].isin(kept).to_numpy()]
+            yield rows if read is columns else rows[columns]
 
     def read(self, columns: list[str] | None = None) -> pd.DataFrame:
         """All kept rows as one frame sorted by message id: what ``parsed_messages`` was

@@ -115,15 +115,22 @@ def train_on_cluster(
 
 
 @contextmanager
-def connected(address: str) -> Iterator[None]:
-    """A driver connection to the cluster at ``address`` for the block (kept when one is
-    already open). A cluster with token authentication needs ``RAY_AUTH_TOKEN`` in the
-    environment, as any Ray driver does."""
+def connected(address: str | None, num_cpus: int | None = None) -> Iterator[None]:
+    """A Ray driver for the block: connected to the cluster at ``address``, or a local Ray
+    of ``num_cpus`` without one; an already open one is kept (and not shut down). A cluster
+    with token authentication needs ``RAY_AUTH_TOKEN`` in the environment, as any Ray
+    driver does."""
     import ray
 
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
+        ray.init(
+            address=address,
+            num_cpus=None if address else num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
     try:
         yield
     finally:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from spam_assets.lib.ray_xgboost import connected
+
 # Ray >= 2.43 notices a driver started by `uv run` (as `make` does) and re-launches every
 # worker through `uv run` with the working directory packaged; on an offline laptop that
 # fails worker start-up. Workers here share the driver's venv, so turn the hook off. Ray
@@ -179,22 +181,12 @@ def run_search(
 
     With ``mlflow_uri`` every trial is logged as a child of ``parent_run_id``; without it
     (benchmarks) nothing is tracked."""
-    import ray
     from ray import tune
     from ray.air.integrations.mlflow import MLflowLoggerCallback
     from ray.tune.search import BasicVariantGenerator
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(
-            address=address,
-            num_cpus=None if address else num_cpus,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
-    try:
+    with connected(address, num_cpus):
         trainable = tune.with_resources(
             tune.with_parameters(
                 _trial, data=data, max_rounds=max_rounds, early_stopping=early_stopping
@@ -246,6 +238,3 @@ def run_search(
             best_metrics={k: best.metrics[k] for k in ("val_aucpr", "val_logloss")},
             trials=trials,
         )
-    finally:
-        if started_here:
-            ray.shutdown()
