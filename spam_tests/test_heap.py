@@ -77,8 +77,9 @@ def test_without_the_refreeze_the_frozen_model_would_leak(tmp_path, bundles, mon
 def test_refreeze_keeps_the_live_heap_frozen():
     try:
         first = heap.freeze()
-        assert first > 10_000 and gc.get_freeze_count() == first
+        # other threads of this process may free a frozen object meanwhile: near, not equal
+        assert first > 10_000 and gc.get_freeze_count() > 0.99 * first
         again = heap.refreeze()
-        assert again > 0.9 * first and gc.get_freeze_count() == again
+        assert again > 0.9 * first and gc.get_freeze_count() > 0.99 * again
     finally:
         gc.unfreeze()

@@ -86,14 +86,16 @@ def _mtimes(directory: Path) -> dict[str, int]:
 
 
 def test_chunked_ingest_and_parse_equal_the_one_shot_result(tmp_path: Path, shared_tgz):
-    """Several sources in parts of 700 messages, parsed by 2 worker processes: the same
+    """Several sources in parts of 300 messages, parsed by 2 worker processes: the same
     rows, columns and types as one frame parsed at once (what every later asset reads)."""
-    gen = write_tar(Generator(shared_tgz, seed=1), 2_000, tmp_path / "gen.tar")
-    specs = [str(gen), str(shared_tgz)]
+    specs = [
+        str(write_tar(Generator(shared_tgz, seed=1), 900, tmp_path / "gen.tar")),
+        str(write_tar(Generator(shared_tgz, seed=6), 500, tmp_path / "more.tar")),
+    ]
     expected = _one_shot(specs, tmp_path)
-    landing, _, reused, corpus, stats = _land_and_parse(specs, tmp_path / "a", 700)
-    assert len(landing.parts) == 3 + 9 and reused == []  # ceil(2000/700) + ceil(6046/700)
-    assert landing.n_messages == 2_000 + 6_046 == stats["n_input"]
+    landing, _, reused, corpus, stats = _land_and_parse(specs, tmp_path / "a", 300)
+    assert len(landing.parts) == 3 + 2 and reused == []  # ceil(900/300) + ceil(500/300)
+    assert landing.n_messages == 900 + 500 == stats["n_input"]
     pd.testing.assert_frame_equal(corpus.read(), expected)
     assert stats["n_kept"] == corpus.n_kept == len(expected)
     # one part per source: the same again
@@ -103,20 +105,20 @@ def test_chunked_ingest_and_parse_equal_the_one_shot_result(tmp_path: Path, shar
 
 def test_new_mail_is_the_only_mail_landed_and_parsed(tmp_path: Path, shared_tgz):
     home = tmp_path / "home"
-    first = write_tar(Generator(shared_tgz, seed=2), 1_200, tmp_path / "first.tar")
-    landing, parsed_now, _, _, _ = _land_and_parse([str(first)], home, 500)
+    first = write_tar(Generator(shared_tgz, seed=2), 800, tmp_path / "first.tar")
+    landing, parsed_now, _, _, _ = _land_and_parse([str(first)], home, 300)
     assert len(parsed_now) == 3
     raw_before, parsed_before = _mtimes(home / "raw" / "parts"), _mtimes(home / "parsed")
 
     # unchanged: nothing written, nothing parsed
-    again, parsed_now, reused, _, _ = _land_and_parse([str(first)], home, 500)
+    again, parsed_now, reused, _, _ = _land_and_parse([str(first)], home, 300)
     assert again.written == () and parsed_now == [] and len(reused) == 3
     assert again.fingerprint == landing.fingerprint
     assert _mtimes(home / "raw" / "parts") == raw_before
 
     # a new source: only its parts are landed and parsed; the earlier files stay as they were
-    second = write_tar(Generator(shared_tgz, seed=3), 700, tmp_path / "second.tar")
-    grown, parsed_now, reused, corpus, _ = _land_and_parse([str(first), str(second)], home, 500)
+    second = write_tar(Generator(shared_tgz, seed=3), 400, tmp_path / "second.tar")
+    grown, parsed_now, reused, corpus, _ = _land_and_parse([str(first), str(second)], home, 300)
     assert grown.written == (str(second),) and len(parsed_now) == 2 and len(reused) == 3
     after_raw, after_parsed = _mtimes(home / "raw" / "parts"), _mtimes(home / "parsed")
     assert {k: after_raw[k] for k in raw_before} == raw_before
@@ -126,7 +128,7 @@ def test_new_mail_is_the_only_mail_landed_and_parsed(tmp_path: Path, shared_tgz)
     pd.testing.assert_frame_equal(corpus.read(), _one_shot([str(first), str(second)], tmp_path))
 
     # a source dropped: its parts go, the other's stay
-    shrunk, parsed_now, _, corpus, _ = _land_and_parse([str(second)], home, 500)
+    shrunk, parsed_now, _, corpus, _ = _land_and_parse([str(second)], home, 300)
     assert shrunk.removed and parsed_now == []
     assert len(list((home / "raw" / "parts").glob("*.parquet"))) == 2
     assert corpus.n_kept == len(_one_shot([str(second)], tmp_path))

@@ -37,7 +37,12 @@ class ClusterFit:
 
 def _worker_loop(config: dict) -> None:
     """One Ray Train worker: its shard as a DMatrix, then ``xgboost.train`` inside the
-    collective Ray Train set up (histograms are all-reduced across workers)."""
+    collective Ray Train set up (histograms are all-reduced across workers).
+
+    One report at the end, rank 0's with the model as checkpoint: Ray Train's
+    ``RayTrainReportCallback`` reports after every round, and every report is a barrier
+    across the workers and the controller (~2 s a round measured on this machine's cluster:
+    40 rounds of 300 rows took 100 s)."""
     import ray
     import ray.train
     import xgboost as xgb
@@ -56,12 +61,13 @@ def _worker_loop(config: dict) -> None:
             }
         )
     )
-    xgb.train(
-        config["params"],
-        dtrain,
-        num_boost_round=config["rounds"],
-        callbacks=[RayTrainReportCallback(frequency=0)],
-    )
+    booster = xgb.train(config["params"], dtrain, num_boost_round=config["rounds"])
+    with tempfile.TemporaryDirectory(prefix="spam-trees-") as out:
+        checkpoint = None
+        if ray.train.get_context().get_world_rank() == 0:
+            booster.save_model(str(Path(out) / RayTrainReportCallback.CHECKPOINT_NAME))
+            checkpoint = ray.train.Checkpoint.from_directory(out)
+        ray.train.report({"rounds": booster.num_boosted_rounds()}, checkpoint=checkpoint)
 
 
 def train_on_cluster(

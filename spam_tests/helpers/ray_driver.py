@@ -7,6 +7,7 @@ process that already ran a local Ray cannot join a cluster with another token.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 
+@functools.cache
 def _features() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Real messages as the featurizer's rows: train on even, hold out odd."""
     from spam_serving.featurize import FeaturizerConfig
@@ -132,7 +134,12 @@ def rate(address: str, work: Path) -> dict:
     }
 
 
-CASES = {"tune": tune, "trees": trees, "parse": parse, "rate": rate}
+def everything(address: str, work: Path) -> dict:
+    """The cluster test's three cases in one driver: one connection, one set of features."""
+    return {case: CASES[case](address, work) for case in ("parse", "tune", "trees")}
+
+
+CASES = {"tune": tune, "trees": trees, "parse": parse, "rate": rate, "all": everything}
 
 
 def main() -> None:
