@@ -11,6 +11,7 @@ import pytest
 from spam_assets.lib.final_fit import deployed_features, final_fit_inputs
 from spam_assets.lib.messages import messages_of
 from spam_assets.lib.onnx_export import native_scores
+from spam_assets.lib.tree_matrix import concatenated
 from spam_assets.lib.tuning import fit_final, train_booster, trials_markdown
 from spam_serving.featurize import Featurizer, FeaturizerConfig
 from spam_serving.parsing import message_from_fields
@@ -102,7 +103,9 @@ def test_deployed_featurizer_learns_validation_words_never_test_ones():
         n_rep = len(REPUTATION_FEATURES)
         np.testing.assert_array_equal(x[split][:, -n_rep:], matrices[split]["X"][:, -n_rep:])
     _, _, final = final_fit_inputs(selection, matrices, splits)
-    np.testing.assert_array_equal(final["X"], np.vstack([x["train"], x["validation"]]))
+    np.testing.assert_array_equal(
+        concatenated(final["X"]), np.vstack([x["train"], x["validation"]])
+    )
     np.testing.assert_array_equal(
         final["y"], np.concatenate([matrices["train"]["y"], matrices["validation"]["y"]])
     )

@@ -57,12 +57,10 @@ def final_fit_inputs(
     feature_pipeline: Featurizer, feature_matrices: Mapping, dataset_splits: pd.DataFrame
 ) -> tuple[Featurizer, dict[str, np.ndarray], dict]:
     """:func:`deployed_features` plus the rows the final model is trained on
-    (``fit_final``'s ``final``: train + validation under the deployed featurizer)."""
+    (``fit_final``'s ``final``: train + validation under the deployed featurizer, as blocks
+    of rows, not concatenated: ``spam_assets.lib.tree_matrix``)."""
     featurizer, matrices = deployed_features(feature_pipeline, feature_matrices, dataset_splits)
-    final = {
-        "X": np.vstack([matrices[s] for s in FIT_SPLITS]),
-        "y": _fit_labels(feature_matrices),
-    }
+    final = {"X": [matrices[s] for s in FIT_SPLITS], "y": _fit_labels(feature_matrices)}
     return featurizer, matrices, final
 
 

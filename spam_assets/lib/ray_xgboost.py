@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from spam_assets.lib.tree_matrix import Rows, concatenated
+
 
 @dataclass(frozen=True)
 class ClusterFit:
@@ -71,7 +73,7 @@ def _worker_loop(config: dict) -> None:
 
 
 def train_on_cluster(
-    params: dict, x: np.ndarray, y: np.ndarray, rounds: int, num_workers: int
+    params: dict, x: Rows, y: Rows, rounds: int, num_workers: int
 ) -> tuple[object, ClusterFit]:
     """Train ``rounds`` boosting rounds on (x, y) across ``num_workers`` Ray Train workers
     of the connected cluster (``ray.init`` done by the caller); returns the booster and
@@ -92,7 +94,7 @@ def train_on_cluster(
             return sorted(self.seen, key=lambda w: w["rank"])
 
     tally = Tally.remote()
-    data = np.column_stack([np.asarray(x, np.float32), np.asarray(y, np.float32)])
+    data = np.column_stack([concatenated(x), concatenated(y).reshape(-1)])
     dataset = ray.data.from_numpy(data)
     # one thread per worker: a worker holds one CPU of its node
     worker_params = {**params, "nthread": 1}
@@ -152,7 +154,7 @@ class ClusterTrees:
     num_workers: int
     fits: list[ClusterFit] = field(default_factory=list)
 
-    def __call__(self, params: dict, x: np.ndarray, y: np.ndarray, rounds: int):
+    def __call__(self, params: dict, x: Rows, y: Rows, rounds: int):
         booster, fit = train_on_cluster(params, x, y, rounds, self.num_workers)
         self.fits.append(fit)
         return booster

@@ -120,7 +120,7 @@ def train(
             feature_pipeline, feature_matrices, dataset_splits
         )
         # the refitted featurizer has vocabularies (and so a base block) of its own
-        final = {"X": final["X"][:, : featurizer.n_base_features], "y": final["y"]}
+        final = {"X": [x[:, : featurizer.n_base_features] for x in final["X"]], "y": final["y"]}
     period = None
     if stacked:
         period = period_inputs(
@@ -133,9 +133,11 @@ def train(
             fit_msgs, fit_y = fit_msgs[:n_train], fit_y[:n_train]
             fit_rep = None if fit_rep is None else fit_rep[:n_train]
         copies = featurizer.transform([fields_copy(m) for m in fit_msgs], fit_rep)
-        copies = copies[:, : featurizer.n_base_features]
-        rows = final["X"] if final else data["X_train"]
-        final = {"X": np.vstack([rows, copies]), "y": np.concatenate([fit_y, fit_y])}
+        rows = final["X"] if final else [data["X_train"]]
+        final = {
+            "X": [*rows, copies[:, : featurizer.n_base_features]],  # blocks, not a copy of all
+            "y": np.concatenate([fit_y, fit_y]),
+        }
     booster, val_scores = fit_final(config, data, rounds, nthread, final, fit_trees)
     stack, report = None, {}
     if period is not None:

@@ -13,9 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from spam_assets.lib.ray_xgboost import connected
+from spam_assets.lib.tree_matrix import Rows, tree_matrix
 
 # Ray >= 2.43 notices a driver started by `uv run` (as `make` does) and re-launches every
 # worker through `uv run` with the working directory packaged; on an offline laptop that
@@ -62,8 +61,8 @@ def train_booster(config: dict, data: dict, rounds: int, early_stopping: int | N
     """Train on the train split, early-stopping on validation. Shared by trials and the refit."""
     import xgboost as xgb
 
-    dtrain = xgb.DMatrix(data["X_train"], label=data["y_train"], missing=np.nan)
-    dval = xgb.DMatrix(data["X_val"], label=data["y_val"], missing=np.nan)
+    dtrain = tree_matrix(data["X_train"], data["y_train"])
+    dval = tree_matrix(data["X_val"], data["y_val"], ref=dtrain)
     return xgb.train(
         xgb_params(config, nthread),
         dtrain,
@@ -107,12 +106,13 @@ def trials_markdown(trials: list[dict]) -> str:
     return pd.DataFrame(trials_rows(trials)).to_markdown(index=False)
 
 
-def local_trees(params: dict, x: np.ndarray, y: np.ndarray, rounds: int):
+def local_trees(params: dict, x: Rows, y: Rows, rounds: int):
     """``xgboost.train`` on (x, y) in this process: how tree models are fitted without a Ray
-    cluster (``spam_assets.lib.ray_xgboost.ClusterTrees`` is the other way)."""
+    cluster (``spam_assets.lib.ray_xgboost.ClusterTrees`` is the other way). ``x`` may be
+    blocks of rows (``spam_assets.lib.tree_matrix``), never concatenated here."""
     import xgboost as xgb
 
-    return xgb.train(params, xgb.DMatrix(x, label=y, missing=np.nan), num_boost_round=rounds)
+    return xgb.train(params, tree_matrix(x, y), num_boost_round=rounds)
 
 
 def fit_final(
