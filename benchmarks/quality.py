@@ -220,13 +220,15 @@ def door_rows(ours: dict, y, groups, budgets: list[float], confidence: float) ->
     (out-of-fold, the deployed rule); the gap in spam recall, in points."""
     y_oof = np.concatenate([ours["oof_labels"][k] for k in FIT_SPLITS if k in ours["oof"]])
     s_oof = np.concatenate([ours["oof"][k] for k in FIT_SPLITS if k in ours["oof"]])
+    scored = np.isfinite(s_oof)  # beyond SPAM_FIT_MAX_ROWS the cross-fit scores a sample
+    y_oof, s_oof, s_oof_fields = y_oof[scored], s_oof[scored], ours["oof_fields"][scored]
     rows, gaps = [], {}
     for budget in budgets:
         cells = []
         recalls = []
         for scores_oof, scores_test in (
             (s_oof, ours["test"]),
-            (ours["oof_fields"], ours["test_fields"]),
+            (s_oof_fields, ours["test_fields"]),
         ):
             thr = threshold_for_budget(y_oof, scores_oof, budget, confidence)["threshold"]
             p = at_threshold(y, scores_test, groups, thr)

@@ -172,6 +172,13 @@ class SpamSettings(BaseSettings):
         description="The search runs on at most this many training rows (a label-stratified "
         "sample, validation in proportion); the final model is fitted on all of them.",
     )
+    fit_max_rows: int = Field(
+        50_000,
+        ge=1000,
+        description="The featurizer (vocabularies, char n-gram model) and the ensemble's "
+        "cross-fit (second stage, operating points) are fitted on at most this many "
+        "training-period messages (a label-stratified sample); the deployed trees train on all.",
+    )
     seed: int = Field(42, description="Seed of the search, the folds and every model fit.")
 
     # tracking

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from spam_assets.lib.messages import messages_of
+from spam_assets.lib.sampling import sample_rows
 from spam_serving.featurize import Featurizer
 from spam_serving.reputation import REPUTATION_FEATURES
 
@@ -28,12 +29,16 @@ FIT_SPLITS = ("train", "validation")
 
 
 def deployed_features(
-    feature_pipeline: Featurizer, feature_matrices: Mapping, dataset_splits: pd.DataFrame
+    feature_pipeline: Featurizer,
+    feature_matrices: Mapping,
+    dataset_splits: pd.DataFrame,
+    max_rows: int | None = None,
+    seed: int = 0,
 ) -> tuple[Featurizer, dict[str, np.ndarray]]:
-    """Featurizer fitted on train + validation (same config as ``feature_pipeline``) and its
-    matrix per split, rows in ``feature_matrices`` order. The sender-reputation block, which
-    has no fitted state, is copied from ``feature_matrices`` (the point-in-time join is not
-    repeated)."""
+    """Featurizer fitted on train + validation (same config as ``feature_pipeline``; at most
+    ``max_rows`` of their messages, a label-stratified sample) and its matrix per split, rows
+    in ``feature_matrices`` order. The sender-reputation block, which has no fitted state, is
+    copied from ``feature_matrices`` (the point-in-time join is not repeated)."""
     config = feature_pipeline.config
     n_rep = len(REPUTATION_FEATURES) if config.reputation else 0
     parts = {}
@@ -42,7 +47,11 @@ def deployed_features(
             raise ValueError(f"dataset_splits and feature_matrices disagree on '{split}' rows")
         parts[str(split)] = messages_of(part)
     fit_msgs = [m for split in FIT_SPLITS for m in parts[split]]
-    featurizer = Featurizer(config).fit(fit_msgs, _fit_labels(feature_matrices))
+    labels = _fit_labels(feature_matrices)
+    picked = sample_rows(labels, max_rows, seed)
+    if not isinstance(picked, slice):
+        fit_msgs = [fit_msgs[i] for i in picked]
+    featurizer = Featurizer(config).fit(fit_msgs, labels[picked])
     n_base = feature_pipeline.n_base_features
     matrices = {
         split: featurizer.transform(
@@ -54,12 +63,18 @@ def deployed_features(
 
 
 def final_fit_inputs(
-    feature_pipeline: Featurizer, feature_matrices: Mapping, dataset_splits: pd.DataFrame
+    feature_pipeline: Featurizer,
+    feature_matrices: Mapping,
+    dataset_splits: pd.DataFrame,
+    max_rows: int | None = None,
+    seed: int = 0,
 ) -> tuple[Featurizer, dict[str, np.ndarray], dict]:
     """:func:`deployed_features` plus the rows the final model is trained on
     (``fit_final``'s ``final``: train + validation under the deployed featurizer, as blocks
     of rows, not concatenated: ``spam_assets.lib.tree_matrix``)."""
-    featurizer, matrices = deployed_features(feature_pipeline, feature_matrices, dataset_splits)
+    featurizer, matrices = deployed_features(
+        feature_pipeline, feature_matrices, dataset_splits, max_rows, seed
+    )
     final = {"X": [matrices[s] for s in FIT_SPLITS], "y": _fit_labels(feature_matrices)}
     return featurizer, matrices, final
 

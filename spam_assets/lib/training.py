@@ -19,6 +19,7 @@ import pandas as pd
 from spam_assets.lib.ensemble import cross_fit, fields_copy, period_inputs
 from spam_assets.lib.final_fit import FIT_SPLITS, final_fit_inputs
 from spam_assets.lib.metrics import FPR_POINTS, threshold_for_budget, threshold_for_fpr
+from spam_assets.lib.sampling import describe, sample_rows, stratified
 from spam_assets.lib.tuning import fit_final, local_trees, xgb_params
 from spam_serving.featurize import Featurizer
 
@@ -39,7 +40,7 @@ def tune_data(
     n_train = len(train["y"])
     keep = 1.0 if max_rows is None or n_train <= max_rows else max_rows / n_train
     rng = np.random.default_rng(seed)
-    i_train, i_val = _stratified(train["y"], keep, rng), _stratified(val["y"], keep, rng)
+    i_train, i_val = stratified(train["y"], keep, rng), stratified(val["y"], keep, rng)
     return {
         "X_train": train["X"][i_train, :n_base],
         "y_train": train["y"][i_train],
@@ -48,19 +49,6 @@ def tune_data(
         "sampled": keep < 1.0,
         "n_train_all": n_train,
     }
-
-
-def _stratified(y: np.ndarray, keep: float, rng: np.random.Generator) -> np.ndarray | slice:
-    """Row indices keeping ``keep`` of each label (sorted: rows stay in time order), or
-    every row."""
-    if keep >= 1.0:
-        return slice(None)
-    y = np.asarray(y)
-    picked = [
-        rng.choice(idx, size=max(1, round(len(idx) * keep)), replace=False)
-        for idx in (np.flatnonzero(y == label) for label in np.unique(y))
-    ]
-    return np.sort(np.concatenate(picked))
 
 
 @dataclass(frozen=True)
@@ -75,6 +63,9 @@ class TrainingPolicy:
     ensemble_folds: int
     stack_l2: float
     balance_ham_groups: bool
+    #: most training-period messages the featurizers and the cross-fit are fitted on
+    fit_max_rows: int | None = None
+    seed: int = 0
 
 
 @dataclass
@@ -117,7 +108,7 @@ def train(
     featurizer, matrices, final = feature_pipeline, None, None
     if policy.refit_with_validation:
         featurizer, matrices, final = final_fit_inputs(
-            feature_pipeline, feature_matrices, dataset_splits
+            feature_pipeline, feature_matrices, dataset_splits, policy.fit_max_rows, policy.seed
         )
         # the refitted featurizer has vocabularies (and so a base block) of its own
         final = {"X": [x[:, : featurizer.n_base_features] for x in final["X"]], "y": final["y"]}
@@ -145,23 +136,32 @@ def train(
         def train_trees(x: np.ndarray, y: np.ndarray):
             return fit_trees(xgb_params(config, nthread), x, y, rounds)
 
+        # the cross-fit refits a featurizer per fold: on a big corpus, a sample of the period
+        picked = sample_rows(period["labels"], policy.fit_max_rows, policy.seed)
+        sample = _take(period, picked)
         fit = cross_fit(
-            period["messages"],
-            period["labels"],
-            period["groups"],
-            period["times"],
+            sample["messages"],
+            sample["labels"],
+            sample["groups"],
+            sample["times"],
             feature_pipeline.config,
             train_trees,
             folds=policy.ensemble_folds,
             l2=policy.stack_l2,
             balance_ham_groups=policy.balance_ham_groups,
-            reputation=period["reputation"],
+            reputation=sample["reputation"],
         )
         stack = fit.stack.to_dict()
-        y_sel, s_sel = period["labels"], fit.oof_scores
+        y_sel, s_sel = sample["labels"], fit.oof_scores
         sizes = [len(feature_matrices[s]["y"]) for s in FIT_SPLITS]
-        oof = dict(zip(FIT_SPLITS, np.split(fit.oof_scores, np.cumsum(sizes)[:-1]), strict=True))
-        selection = f"out-of-fold, {policy.ensemble_folds} time-blocked folds of train + validation"
+        oof = dict(
+            zip(FIT_SPLITS, np.split(_spread(fit.oof_scores, picked, len(period["labels"])),
+                                     np.cumsum(sizes)[:-1]), strict=True)
+        )  # fmt: skip
+        oof_fields = _spread(fit.oof_scores_fields, picked, len(period["labels"]))
+        selection = f"out-of-fold, {policy.ensemble_folds} time-blocked folds of " + describe(
+            picked, len(period["labels"]), "train + validation messages", "SPAM_FIT_MAX_ROWS"
+        )
         report = {"n_ham": int((y_sel == 0).sum()), "weights": stack}
     else:
         y_sel, s_sel = np.asarray(data["y_val"]), val_scores
@@ -185,8 +185,28 @@ def train(
         selection,
         report,
         bands,
-        fit.oof_scores_fields if period is not None else None,
+        oof_fields if period is not None else None,
     )
+
+
+def _take(period: dict, picked: np.ndarray | slice) -> dict:
+    """The rows ``picked`` of :func:`period_inputs`' output."""
+    if isinstance(picked, slice):
+        return period
+    rep = period["reputation"]
+    return {
+        "messages": [period["messages"][i] for i in picked],
+        **{k: np.asarray(period[k])[picked] for k in ("labels", "groups", "times")},
+        "reputation": None if rep is None else rep[picked],
+    }
+
+
+def _spread(scores: np.ndarray, picked: np.ndarray | slice, n: int) -> np.ndarray:
+    """Out-of-fold scores of the sampled rows at their places among ``n``; NaN elsewhere
+    (rows the cross-fit did not score)."""
+    out = np.full(n, np.nan)
+    out[picked] = scores
+    return out
 
 
 def action_bands(

@@ -95,8 +95,9 @@ def drift_reference(
     is parsed or featurized again. The scores, which score drift compares live scores with,
     are ``tuned_model``'s out-of-sample ones wherever it has them (the ensemble: every
     training-period row, from its time-blocked cross-fit; the trees alone: the validation
-    slice): the deployed model was fitted on those rows, and its own scores there would be
-    over-confident, so live traffic would look drifted."""
+    slice; on a corpus beyond ``SPAM_FIT_MAX_ROWS``, the cross-fit's sample): the deployed
+    model was fitted on those rows, and its own scores there would be over-confident, so live
+    traffic would look drifted."""
     bundle = ModelBundle.load(onnx_model["bundle_path"])
     domains = dataset_splits.set_index("message_id")["sender_domain"].fillna("")
     parts = []
@@ -111,7 +112,9 @@ def drift_reference(
         part["split"] = split
         part["true_label"] = np.where(np.asarray(m["y"]) == 1, "spam", "ham")
         part["sender_domain"] = domains.loc[m["message_id"]].to_numpy()
-        parts.append(part)
+        # a cross-fit on a sample (SPAM_FIT_MAX_ROWS) scored only its rows: they are the
+        # reference, never in-sample scores of the rest
+        parts.append(part[np.isfinite(part["score"].to_numpy())])
     ref = pd.concat(parts, ignore_index=True)
     version = str(onnx_model["model_version"])
     path = write_atomic(

@@ -29,6 +29,8 @@ class ModelPolicy(SettingsSlice):
     gate_compare: str
     gate_max_recall_regression: float
     reputation_features: bool
+    fit_max_rows: int
+    seed: int
 
     def training_policy(self):
         """What ``spam_assets.lib.training.train`` follows (asset and benchmark alike)."""
@@ -42,6 +44,8 @@ class ModelPolicy(SettingsSlice):
             ensemble_folds=self.ensemble_folds,
             stack_l2=self.stack_l2,
             balance_ham_groups=self.balance_ham_groups,
+            fit_max_rows=self.fit_max_rows,
+            seed=self.seed,
         )
 
     def featurizer_config(self):
