@@ -4,10 +4,13 @@ scores."""
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from spam_assets.lib import final_fit
 from spam_assets.lib.final_fit import deployed_features, final_fit_inputs
 from spam_assets.lib.messages import messages_of
 from spam_assets.lib.onnx_export import native_scores
@@ -74,9 +77,11 @@ def _splits(rows: list[tuple[str, int, str]]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def test_deployed_featurizer_learns_validation_words_never_test_ones():
+def test_deployed_featurizer_learns_validation_words_never_test_ones(tmp_path, monkeypatch):
     """A word only validation spam uses enters the deployed vocabulary (not the selection
-    one); a test-only word enters neither; reputation columns are carried over as they are."""
+    one); a test-only word enters neither; reputation columns are carried over as they are.
+    Written as files (what ``tuned_model`` does), chunk by chunk, the rows are the same and
+    only paths would go through a pickle."""
     rows = [("train", i % 2, f"agenda budget {'offer' if i % 2 else 'lunch'}") for i in range(8)]
     rows += [("validation", 1, "zorblax prize zorblax") for _ in range(3)]
     rows += [("validation", 0, "meeting minutes lunch") for _ in range(3)]
@@ -93,6 +98,7 @@ def test_deployed_featurizer_learns_validation_words_never_test_ones():
             "X": selection.transform(messages_of(part), rep),
             "y": part["label"].to_numpy(),
             "message_id": part["message_id"].tolist(),
+            "group": part["group"].tolist(),
         }
     deployed, x = deployed_features(selection, matrices, splits)
     assert "w:zorblax" not in selection.text_vocab and "w:zorblax" in deployed.text_vocab
@@ -109,6 +115,14 @@ def test_deployed_featurizer_learns_validation_words_never_test_ones():
     np.testing.assert_array_equal(
         final["y"], np.concatenate([matrices["train"]["y"], matrices["validation"]["y"]])
     )
+    monkeypatch.setattr(final_fit, "CHUNK_ROWS", 2)  # several chunks per split
+    _, files, final_files = final_fit_inputs(selection, matrices, splits, out_dir=tmp_path)
+    assert len(pickle.dumps(files)) < 2_000
+    for split in ("train", "validation", "test"):
+        np.testing.assert_array_equal(files[split]["X"], x[split])
+        assert files[split]["message_id"] == matrices[split]["message_id"]
+        assert np.array_equal(files[split]["y"], matrices[split]["y"])
+    np.testing.assert_array_equal(concatenated(final_files["X"]), concatenated(final["X"]))
     spam_val = x["validation"][matrices["validation"]["y"] == 1]
     assert (spam_val[:, deployed.feature_names.index("w:zorblax")] > 0).all()
     # rows out of step with feature_matrices are refused, not silently mislabelled
@@ -127,3 +141,24 @@ def test_trials_table_keeps_parameters_and_results_best_first():
     assert "eta" in header and "val_aucpr" in header
     assert "pid" not in header and "hostname" not in header and "config" not in header
     assert table.index("0.97") < table.index("0.91")
+
+
+def test_the_json_fields_block_is_the_same_chunked_in_memory_or_on_disk(tmp_path, real_sample):
+    """The deployed trees' second block (every message as JSON fields) is built a chunk at a
+    time, into a scratch file on a big corpus: the rows a whole transform gives."""
+    from spam_assets.lib.ensemble import fields_copy
+    from spam_assets.lib.training import fields_block
+    from spam_serving.featurize import Featurizer, FeaturizerConfig
+    from spam_serving.parsing import parse_message
+
+    msgs = [parse_message(raw) for _, _, raw in real_sample[::4]]
+    y = np.array([label for _, label, _ in real_sample[::4]])
+    config = FeaturizerConfig(max_text_features=200, max_meta_features=40, min_df=2,
+                              stacked=True, char_features=5_000)  # fmt: skip
+    f = Featurizer(config).fit(msgs, y)
+    whole = f.transform([fields_copy(m) for m in msgs])[:, : f.n_base_features]
+    in_memory = fields_block(f, msgs, None, chunk_rows=40)
+    on_disk = fields_block(f, msgs, None, scratch=tmp_path, chunk_rows=40)
+    np.testing.assert_array_equal(in_memory, whole)
+    np.testing.assert_array_equal(on_disk, whole)
+    assert isinstance(on_disk, np.memmap) and (tmp_path / "fields.npy").exists()

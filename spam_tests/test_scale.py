@@ -200,22 +200,3 @@ def test_feature_matrices_are_files_written_by_chunk_and_equal_the_whole(tmp_pat
         write_matrices(tmp_path / "m", parts, lambda r: featurizer.transform(messages_of(r)),
                        featurizer.n_features, 500)  # fmt: skip
     assert len([p for p in (tmp_path / "m").iterdir()]) == 3
-
-
-def test_matrices_already_in_memory_become_files_with_their_keys(tmp_path):
-    """The final fit's matrices (another featurizer's columns) leave ``tuned_model`` as files
-    with the rows' keys, not inside its pickle; a split of the wrong width is refused."""
-    import pickle
-
-    from spam_assets.lib.matrices import write_arrays
-
-    keys = {
-        "train": {"y": np.array([0, 1, 1]), "message_id": ["a", "b", "c"], "group": ["g"] * 3},
-        "test": {"y": np.array([1, 0]), "message_id": ["d", "e"], "group": ["h"] * 2},
-    }
-    arrays = {"train": np.arange(12, dtype=np.float32).reshape(3, 4), "test": np.ones((2, 4))}
-    out = pickle.loads(pickle.dumps(write_arrays(tmp_path, arrays, keys)))
-    np.testing.assert_array_equal(out["train"]["X"], arrays["train"])
-    assert out["test"]["message_id"] == ["d", "e"] and list(out["test"]["y"]) == [1, 0]
-    with pytest.raises(ValueError, match="disagree on the number of features"):
-        write_arrays(tmp_path, {**arrays, "test": np.ones((2, 5))}, keys)

@@ -11,12 +11,14 @@ hand every downstream asset the matrix of the model it is looking at.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from spam_assets.lib.matrices import write_blocks
 from spam_assets.lib.messages import messages_of
 from spam_assets.lib.sampling import sample_rows
 from spam_serving.featurize import Featurizer
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     from spam_assets.lib.tuned import TunedModel
 
 FIT_SPLITS = ("train", "validation")
+#: rows the deployed featurizer transforms at a time when it writes files
+CHUNK_ROWS = 10_000
 
 
 def deployed_features(
@@ -34,11 +38,14 @@ def deployed_features(
     dataset_splits: pd.DataFrame,
     max_rows: int | None = None,
     seed: int = 0,
-) -> tuple[Featurizer, dict[str, np.ndarray]]:
+    out_dir: Path | None = None,
+) -> tuple[Featurizer, Mapping]:
     """Featurizer fitted on train + validation (same config as ``feature_pipeline``; at most
     ``max_rows`` of their messages, a label-stratified sample) and its matrix per split, rows
-    in ``feature_matrices`` order. The sender-reputation block, which has no fitted state, is
-    copied from ``feature_matrices`` (the point-in-time join is not repeated)."""
+    in ``feature_matrices`` order: arrays in memory, or with ``out_dir`` files written
+    ``CHUNK_ROWS`` rows at a time (a :class:`FeatureMatrices`, memory-mapped). The
+    sender-reputation block, which has no fitted state, is copied from ``feature_matrices``
+    (the point-in-time join is not repeated)."""
     config = feature_pipeline.config
     n_rep = len(REPUTATION_FEATURES) if config.reputation else 0
     parts = {}
@@ -53,13 +60,19 @@ def deployed_features(
         fit_msgs = [fit_msgs[i] for i in picked]
     featurizer = Featurizer(config).fit(fit_msgs, labels[picked])
     n_base = feature_pipeline.n_base_features
-    matrices = {
-        split: featurizer.transform(
-            msgs, feature_matrices[split]["X"][:, n_base - n_rep : n_base] if n_rep else None
-        )
-        for split, msgs in parts.items()
-    }
-    return featurizer, matrices
+
+    def rows(split: str, start: int, stop: int) -> np.ndarray:
+        rep = feature_matrices[split]["X"][start:stop, n_base - n_rep : n_base] if n_rep else None
+        return featurizer.transform(parts[split][start:stop], rep)
+
+    def chunks(split: str) -> Iterator[np.ndarray]:
+        for start in range(0, len(parts[split]), CHUNK_ROWS):
+            yield rows(split, start, start + CHUNK_ROWS)
+
+    if out_dir is None:
+        return featurizer, {split: rows(split, 0, len(msgs)) for split, msgs in parts.items()}
+    blocks = {split: chunks(split) for split in parts}
+    return featurizer, write_blocks(out_dir, blocks, feature_matrices, featurizer.n_features)
 
 
 def final_fit_inputs(
@@ -68,15 +81,21 @@ def final_fit_inputs(
     dataset_splits: pd.DataFrame,
     max_rows: int | None = None,
     seed: int = 0,
-) -> tuple[Featurizer, dict[str, np.ndarray], dict]:
+    out_dir: Path | None = None,
+) -> tuple[Featurizer, Mapping, dict]:
     """:func:`deployed_features` plus the rows the final model is trained on
     (``fit_final``'s ``final``: train + validation under the deployed featurizer, as blocks
     of rows, not concatenated: ``spam_assets.lib.tree_matrix``)."""
     featurizer, matrices = deployed_features(
-        feature_pipeline, feature_matrices, dataset_splits, max_rows, seed
+        feature_pipeline, feature_matrices, dataset_splits, max_rows, seed, out_dir
     )
-    final = {"X": [matrices[s] for s in FIT_SPLITS], "y": _fit_labels(feature_matrices)}
+    final = {"X": [_x(matrices[s]) for s in FIT_SPLITS], "y": _fit_labels(feature_matrices)}
     return featurizer, matrices, final
+
+
+def _x(split_matrix) -> np.ndarray:
+    """A split's rows from either form :func:`deployed_features` returns."""
+    return split_matrix["X"] if isinstance(split_matrix, Mapping) else split_matrix
 
 
 def _fit_labels(feature_matrices: Mapping) -> np.ndarray:

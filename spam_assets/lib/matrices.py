@@ -145,20 +145,17 @@ def write_matrices(
     )
 
 
-def write_arrays(
-    base_dir: Path, arrays: dict[str, np.ndarray], keys_from: Mapping
+def write_blocks(
+    base_dir: Path, blocks: dict[str, Iterator[np.ndarray]], keys_from: Mapping, n_cols: int
 ) -> FeatureMatrices:
-    """Matrices already in memory (the deployed featurizer's, computed by the final fit)
-    as files, with the row keys of ``keys_from`` (the same rows in the same order)."""
-    n_cols = {a.shape[1] for a in arrays.values()}
-    if len(n_cols) != 1:
-        raise ValueError(f"splits disagree on the number of features: {sorted(n_cols)}")
+    """Row blocks per split, computed as they are written (the deployed featurizer's, in
+    the final fit), as files with the row keys of ``keys_from`` (the same rows, same order)."""
     keys = ("y", "message_id", "group")
     return _write(
         base_dir,
         {
-            split: (len(x), iter([x]), {k: keys_from[split][k] for k in keys})
-            for split, x in arrays.items()
+            split: (len(keys_from[split]["y"]), it, {k: keys_from[split][k] for k in keys})
+            for split, it in blocks.items()
         },
-        n_cols.pop(),
+        n_cols,
     )

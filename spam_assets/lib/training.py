@@ -10,14 +10,17 @@ bound, not a point estimate: ``spam_assets.lib.metrics.allowed_false_positives``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from spam_assets.lib.ensemble import cross_fit, fields_copy, period_inputs
-from spam_assets.lib.final_fit import FIT_SPLITS, final_fit_inputs
+from spam_assets.lib.final_fit import CHUNK_ROWS, FIT_SPLITS, final_fit_inputs
 from spam_assets.lib.metrics import FPR_POINTS, threshold_for_budget, threshold_for_fpr
 from spam_assets.lib.sampling import describe, sample_rows, stratified
 from spam_assets.lib.tuning import fit_final, local_trees, xgb_params
@@ -74,7 +77,8 @@ class Trained:
 
     booster: object
     featurizer: Featurizer
-    matrices: dict | None
+    #: the deployed featurizer's rows per split (arrays, or files: ``FeatureMatrices``)
+    matrices: Mapping | None
     stack: dict | None
     thresholds: dict[str, float]
     fpr_thresholds: dict[float, float]
@@ -98,9 +102,12 @@ def train(
     nthread: int,
     policy: TrainingPolicy,
     fit_trees: Callable = local_trees,
+    matrices_dir: Path | None = None,
 ) -> Trained:
     """Final fit of the trees (and featurizer), then for a stacked featurizer the time-
-    blocked cross-fit of the ensemble; thresholds for every action and FPR point."""
+    blocked cross-fit of the ensemble; thresholds for every action and FPR point. With
+    ``matrices_dir`` the deployed featurizer's matrices are written there as files
+    (``Trained.matrices``: a ``FeatureMatrices``), otherwise kept in memory."""
 
     n_base = feature_pipeline.n_base_features
     stacked = feature_pipeline.config.stacked
@@ -108,7 +115,12 @@ def train(
     featurizer, matrices, final = feature_pipeline, None, None
     if policy.refit_with_validation:
         featurizer, matrices, final = final_fit_inputs(
-            feature_pipeline, feature_matrices, dataset_splits, policy.fit_max_rows, policy.seed
+            feature_pipeline,
+            feature_matrices,
+            dataset_splits,
+            policy.fit_max_rows,
+            policy.seed,
+            matrices_dir,
         )
         # the refitted featurizer has vocabularies (and so a base block) of its own
         final = {"X": [x[:, : featurizer.n_base_features] for x in final["X"]], "y": final["y"]}
@@ -117,19 +129,20 @@ def train(
         period = period_inputs(
             feature_matrices, dataset_splits, n_base, feature_pipeline.config.reputation, FIT_SPLITS
         )
-        # the deployed trees see every training message in both forms, as the folds did
-        fit_msgs, fit_y, fit_rep = period["messages"], period["labels"], period["reputation"]
-        if not policy.refit_with_validation:
-            n_train = len(feature_matrices["train"]["y"])
-            fit_msgs, fit_y = fit_msgs[:n_train], fit_y[:n_train]
-            fit_rep = None if fit_rep is None else fit_rep[:n_train]
-        copies = featurizer.transform([fields_copy(m) for m in fit_msgs], fit_rep)
-        rows = final["X"] if final else [data["X_train"]]
-        final = {
-            "X": [*rows, copies[:, : featurizer.n_base_features]],  # blocks, not a copy of all
-            "y": np.concatenate([fit_y, fit_y]),
-        }
-    booster, val_scores = fit_final(config, data, rounds, nthread, final, fit_trees)
+    with _scratch(matrices_dir) as scratch:
+        if period is not None:
+            # the deployed trees see every training message in both forms, as the folds did
+            fit_msgs, fit_y, fit_rep = period["messages"], period["labels"], period["reputation"]
+            if not policy.refit_with_validation:
+                n_train = len(feature_matrices["train"]["y"])
+                fit_msgs, fit_y = fit_msgs[:n_train], fit_y[:n_train]
+                fit_rep = None if fit_rep is None else fit_rep[:n_train]
+            rows = final["X"] if final else [data["X_train"]]
+            final = {
+                "X": [*rows, fields_block(featurizer, fit_msgs, fit_rep, scratch)],  # blocks
+                "y": np.concatenate([fit_y, fit_y]),
+            }
+        booster, val_scores = fit_final(config, data, rounds, nthread, final, fit_trees)
     stack, report = None, {}
     if period is not None:
 
@@ -187,6 +200,42 @@ def train(
         bands,
         oof_fields if period is not None else None,
     )
+
+
+def fields_block(
+    featurizer: Featurizer,
+    messages: list,
+    reputation: np.ndarray | None,
+    scratch: Path | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> np.ndarray:
+    """The base block of the messages' JSON-fields copies (what the deployed trees train on
+    beside the raw rows), transformed ``chunk_rows`` at a time; into a ``.npy`` under
+    ``scratch`` when given (memory-mapped), else into memory."""
+    shape = (len(messages), featurizer.n_base_features)
+    out = (
+        np.lib.format.open_memmap(scratch / "fields.npy", mode="w+", dtype=np.float32, shape=shape)
+        if scratch is not None
+        else np.empty(shape, np.float32)
+    )
+    for start in range(0, len(messages), chunk_rows):
+        stop = start + chunk_rows
+        copies = [fields_copy(m) for m in messages[start:stop]]
+        rep = None if reputation is None else reputation[start:stop]
+        out[start:stop] = featurizer.transform(copies, rep)[:, : shape[1]]
+    return out
+
+
+@contextlib.contextmanager
+def _scratch(matrices_dir: Path | None) -> Iterator[Path | None]:
+    """A directory beside the deployed matrices for the final fit's temporary files (removed
+    afterwards), or None: keep them in memory."""
+    if matrices_dir is None:
+        yield None
+        return
+    matrices_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".final-fit-", dir=matrices_dir) as tmp:
+        yield Path(tmp)
 
 
 def _take(period: dict, picked: np.ndarray | slice) -> dict:

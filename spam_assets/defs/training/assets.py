@@ -16,7 +16,7 @@ from spam_assets.defs.tables import table
 from spam_assets.lib.champion import ChampionError, champion_metrics
 from spam_assets.lib.ensemble import model_scores
 from spam_assets.lib.final_fit import deployed_matrix
-from spam_assets.lib.matrices import FeatureMatrices, write_arrays
+from spam_assets.lib.matrices import FeatureMatrices
 from spam_assets.lib.metrics import (
     confusion_markdown,
     evaluate,
@@ -100,6 +100,7 @@ def tuned_model(
             nthread=tuning.num_cpus,
             policy=policy.training_policy(),
             fit_trees=cluster or local_trees,
+            matrices_dir=Path(context.resources.storage.data_dir) / "deployed_matrices",
         )
     fit_s = time.perf_counter() - fit_started
     booster, featurizer = trained.booster, trained.featurizer
@@ -140,15 +141,7 @@ def tuned_model(
             stack=trained.stack,
             n_base=featurizer.n_base_features,
             featurizer=featurizer,
-            matrices=(
-                write_arrays(
-                    Path(context.resources.storage.data_dir) / "deployed_matrices",
-                    trained.matrices,
-                    feature_matrices,
-                )
-                if trained.matrices
-                else None
-            ),
+            matrices=trained.matrices,  # files (FeatureMatrices), or None: not refitted
             model_name=registry.model_name,
             model_version=version,
             run_id=parent_id,
