@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from spam_assets.lib import final_fit
-from spam_assets.lib.final_fit import deployed_features, final_fit_inputs
+from spam_assets.lib.final_fit import deployed_features, final_rows
 from spam_assets.lib.messages import messages_of
 from spam_assets.lib.onnx_export import native_scores
 from spam_assets.lib.tree_matrix import concatenated
@@ -108,7 +108,7 @@ def test_deployed_featurizer_learns_validation_words_never_test_ones(tmp_path, m
         assert x[split].shape == (len(matrices[split]["y"]), deployed.n_features)
         n_rep = len(REPUTATION_FEATURES)
         np.testing.assert_array_equal(x[split][:, -n_rep:], matrices[split]["X"][:, -n_rep:])
-    _, _, final = final_fit_inputs(selection, matrices, splits)
+    final = final_rows(x, matrices)
     np.testing.assert_array_equal(
         concatenated(final["X"]), np.vstack([x["train"], x["validation"]])
     )
@@ -116,7 +116,8 @@ def test_deployed_featurizer_learns_validation_words_never_test_ones(tmp_path, m
         final["y"], np.concatenate([matrices["train"]["y"], matrices["validation"]["y"]])
     )
     monkeypatch.setattr(final_fit, "CHUNK_ROWS", 2)  # several chunks per split
-    _, files, final_files = final_fit_inputs(selection, matrices, splits, out_dir=tmp_path)
+    _, files = deployed_features(selection, matrices, splits, out_dir=tmp_path)
+    final_files = final_rows(files, matrices)
     assert len(pickle.dumps(files)) < 2_000
     for split in ("train", "validation", "test"):
         np.testing.assert_array_equal(files[split]["X"], x[split])

@@ -5,16 +5,15 @@ deployed trees every row; below the cap nothing changes."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from spam_assets.lib.messages import messages_of
 from spam_assets.lib.sampling import describe, sample_rows
-from spam_assets.lib.splits import assign_splits, deduplicate, parse_raw_table
 from spam_assets.lib.training import TrainingPolicy, train
 from spam_assets.lib.tree_matrix import n_rows
 from spam_assets.lib.tuning import local_trees
 from spam_serving.featurize import Featurizer, FeaturizerConfig
+from spam_tests.helpers.corpus import real_splits
 
 CONFIG = FeaturizerConfig(
     max_text_features=300, max_meta_features=60, min_df=2, stacked=True, char_features=20_000
@@ -34,16 +33,7 @@ def test_a_sample_keeps_each_label_share_and_the_time_order():
 
 @pytest.fixture(scope="module")
 def inputs(real_sample):
-    raw = pd.DataFrame(
-        {
-            "message_id": [f"{g}/{i}" for i, (g, _, _) in enumerate(real_sample)],
-            "group": [g for g, _, _ in real_sample],
-            "label": [label for _, label, _ in real_sample],
-            "sha256": [str(i) for i in range(len(real_sample))],
-            "raw": [r for _, _, r in real_sample],
-        }
-    )
-    splits = assign_splits(deduplicate(parse_raw_table(raw))[0], 0.2)
+    splits = real_splits(real_sample)
     train_rows = splits[splits["split"] == "train"]
     pipeline = Featurizer(CONFIG).fit(messages_of(train_rows), train_rows["label"].to_numpy())
     matrices = {

@@ -165,17 +165,9 @@ def test_feature_matrices_are_files_written_by_chunk_and_equal_the_whole(tmp_pat
     from spam_assets.lib.matrices import write_matrices
     from spam_assets.lib.messages import messages_of
     from spam_serving.featurize import Featurizer, FeaturizerConfig
+    from spam_tests.helpers.corpus import real_splits
 
-    raw = pd.DataFrame(
-        {
-            "message_id": [f"{g}/{i}" for i, (g, _, _) in enumerate(real_sample)],
-            "group": [g for g, _, _ in real_sample],
-            "label": [label for _, label, _ in real_sample],
-            "sha256": [str(i) for i in range(len(real_sample))],
-            "raw": [r for _, _, r in real_sample],
-        }
-    )
-    splits = assign_splits(deduplicate(parse_raw_table(raw))[0], 0.2)
+    splits = real_splits(real_sample)
     train = splits[splits["split"] == "train"]
     config = FeaturizerConfig(max_text_features=300, max_meta_features=60, min_df=2)
     featurizer = Featurizer(config).fit(messages_of(train), train["label"].to_numpy())

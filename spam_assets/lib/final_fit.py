@@ -75,22 +75,11 @@ def deployed_features(
     return featurizer, write_blocks(out_dir, blocks, feature_matrices, featurizer.n_features)
 
 
-def final_fit_inputs(
-    feature_pipeline: Featurizer,
-    feature_matrices: Mapping,
-    dataset_splits: pd.DataFrame,
-    max_rows: int | None = None,
-    seed: int = 0,
-    out_dir: Path | None = None,
-) -> tuple[Featurizer, Mapping, dict]:
-    """:func:`deployed_features` plus the rows the final model is trained on
-    (``fit_final``'s ``final``: train + validation under the deployed featurizer, as blocks
-    of rows, not concatenated: ``spam_assets.lib.tree_matrix``)."""
-    featurizer, matrices = deployed_features(
-        feature_pipeline, feature_matrices, dataset_splits, max_rows, seed, out_dir
-    )
-    final = {"X": [_x(matrices[s]) for s in FIT_SPLITS], "y": _fit_labels(feature_matrices)}
-    return featurizer, matrices, final
+def final_rows(matrices: Mapping, feature_matrices: Mapping) -> dict:
+    """The rows the final model trains on (``fit_final``'s ``final``): train + validation
+    under the deployed featurizer (``matrices``, from :func:`deployed_features`), as blocks of
+    rows, not concatenated (``spam_assets.lib.tree_matrix``)."""
+    return {"X": [_x(matrices[s]) for s in FIT_SPLITS], "y": _fit_labels(feature_matrices)}
 
 
 def _x(split_matrix) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from spam_assets.lib.ensemble import cross_fit, fields_copy, period_inputs
-from spam_assets.lib.final_fit import CHUNK_ROWS, FIT_SPLITS, final_fit_inputs
+from spam_assets.lib.final_fit import CHUNK_ROWS, FIT_SPLITS, deployed_features, final_rows
 from spam_assets.lib.metrics import FPR_POINTS, threshold_for_budget, threshold_for_fpr
 from spam_assets.lib.sampling import describe, sample_rows, stratified
 from spam_assets.lib.tuning import fit_final, local_trees, xgb_params
@@ -114,7 +114,7 @@ def train(
     data = tune_data(feature_matrices, n_base)
     featurizer, matrices, final = feature_pipeline, None, None
     if policy.refit_with_validation:
-        featurizer, matrices, final = final_fit_inputs(
+        featurizer, matrices = deployed_features(
             feature_pipeline,
             feature_matrices,
             dataset_splits,
@@ -122,6 +122,7 @@ def train(
             policy.seed,
             matrices_dir,
         )
+        final = final_rows(matrices, feature_matrices)
         # the refitted featurizer has vocabularies (and so a base block) of its own
         final = {"X": [x[:, : featurizer.n_base_features] for x in final["X"]], "y": final["y"]}
     period = None

@@ -78,3 +78,21 @@ def write_tarballs(out_dir: Path, messages: dict[str, list[tuple[str, bytes]]]) 
                 tar.addfile(info, io.BytesIO(raw))
         paths.append(path)
     return paths
+
+
+def real_splits(sample: list[tuple[str, int, bytes]]):
+    """``dataset_splits`` of (group, label, raw) messages: parsed, de-duplicated, split."""
+    import pandas as pd
+
+    from spam_assets.lib.splits import assign_splits, deduplicate, parse_raw_table
+
+    raw = pd.DataFrame(
+        {
+            "message_id": [f"{g}/{i}" for i, (g, _, _) in enumerate(sample)],
+            "group": [g for g, _, _ in sample],
+            "label": [label for _, label, _ in sample],
+            "sha256": [str(i) for i in range(len(sample))],
+            "raw": [r for _, _, r in sample],
+        }
+    )
+    return assign_splits(deduplicate(parse_raw_table(raw))[0], 0.2)
