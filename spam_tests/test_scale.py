@@ -164,6 +164,7 @@ def test_feature_matrices_are_files_written_by_chunk_and_equal_the_whole(tmp_pat
 
     from spam_assets.lib.matrices import write_matrices
     from spam_assets.lib.messages import messages_of
+    from spam_assets.lib.split_store import table_of
     from spam_serving.featurize import Featurizer, FeaturizerConfig
     from spam_tests.helpers.corpus import real_splits
 
@@ -172,9 +173,10 @@ def test_feature_matrices_are_files_written_by_chunk_and_equal_the_whole(tmp_pat
     config = FeaturizerConfig(max_text_features=300, max_meta_features=60, min_df=2)
     featurizer = Featurizer(config).fit(messages_of(train), train["label"].to_numpy())
     parts = {str(s): p for s, p in splits.groupby("split")}
+    table = table_of(splits, tmp_path / "splits")
     out = write_matrices(
         tmp_path / "m",
-        parts,
+        table,
         lambda rows: featurizer.transform(messages_of(rows)),
         featurizer.n_features,
         chunk_rows=37,
@@ -189,6 +191,6 @@ def test_feature_matrices_are_files_written_by_chunk_and_equal_the_whole(tmp_pat
     blob = pickle.dumps(out)
     assert len(blob) < 2_000 and pickle.loads(blob)["train"]["X"].shape == out["train"]["X"].shape
     for _ in range(4):  # older materializations are pruned, the newest kept
-        write_matrices(tmp_path / "m", parts, lambda r: featurizer.transform(messages_of(r)),
+        write_matrices(tmp_path / "m", table, lambda r: featurizer.transform(messages_of(r)),
                        featurizer.n_features, 500)  # fmt: skip
     assert len([p for p in (tmp_path / "m").iterdir()]) == 3

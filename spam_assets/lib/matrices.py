@@ -23,6 +23,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from spam_assets.lib.split_store import SplitTable
+
 #: materializations kept on disk (the newest; a run reading an older one still finds it)
 KEEP = 3
 
@@ -119,30 +121,25 @@ def _write(
 
 def write_matrices(
     base_dir: Path,
-    parts: dict[str, pd.DataFrame],
+    table: SplitTable,
     transform: Callable[[pd.DataFrame], np.ndarray],
     n_cols: int,
     chunk_rows: int,
 ) -> FeatureMatrices:
-    """Featurize each split's rows ``chunk_rows`` at a time into its ``.npy`` (``transform``
-    maps a frame of rows to their float32 features)."""
+    """Featurize each split's rows, read and transformed ``chunk_rows`` at a time, into its
+    ``.npy`` (``transform`` maps a frame of rows to their float32 features)."""
 
-    def blocks(df: pd.DataFrame) -> Iterator[np.ndarray]:
-        for start in range(0, len(df), chunk_rows):
-            yield transform(df.iloc[start : start + chunk_rows])
+    def blocks(split: str) -> Iterator[np.ndarray]:
+        for frame in table.iter_frames(split, batch_rows=chunk_rows):
+            yield transform(frame)
 
-    return _write(
-        base_dir,
-        {
-            split: (
-                len(df),
-                blocks(df),
-                {"y": df["label"], "message_id": df["message_id"], "group": df["group"]},
-            )
-            for split, df in parts.items()
-        },
-        n_cols,
-    )
+    rows = {}
+    for split, n in table.counts.items():
+        if n:
+            keys = table.read(["label", "message_id", "group"], splits=(split,))
+            ids = {"y": keys["label"], "message_id": keys["message_id"], "group": keys["group"]}
+            rows[split] = (n, blocks(split), ids)
+    return _write(base_dir, rows, n_cols)
 
 
 def write_blocks(

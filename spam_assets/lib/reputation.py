@@ -34,6 +34,16 @@ from spam_serving.reputation import (
 )
 
 TIMESTAMP = "event_timestamp"
+#: what :func:`labelled_events` reads of a split table
+EVENT_COLUMNS = (
+    "sender_domain",
+    "sender",
+    "received_at",
+    "sent_at",
+    "label",
+    "message_id",
+    "split",
+)
 #: Asking "just before the message" keeps the message's own label out of its features.
 JUST_BEFORE = timedelta(microseconds=1)
 

@@ -14,7 +14,8 @@ from spam_assets.defs.resources import (
 from spam_assets.lib.corpus_sources import CorpusError
 from spam_assets.lib.parsed_store import ParsedCorpus, deduplicated, update_parts
 from spam_assets.lib.raw_store import MANIFEST_FILE, RawPart, land, read_manifest
-from spam_assets.lib.splits import SPLITS, assign_splits, merge_feedback
+from spam_assets.lib.split_store import SplitTable, plan_splits, write_splits
+from spam_assets.lib.splits import SPLITS
 
 
 @dg.asset(
@@ -106,17 +107,22 @@ def parsed_messages(
 @dg.asset(
     group_name="corpus",
     kinds={"parquet"},
-    description="Time-based split: -1 sets train (newest slice = validation), -2 sets test.",
+    description="Time-based split: -1 sets train (newest slice = validation), -2 sets test; "
+    "a Parquet file per split, written a parsed part at a time and passed by reference.",
 )
 def dataset_splits(
-    parsed_messages: ParsedCorpus, labelled_feedback: pd.DataFrame, policy: ModelPolicy
-) -> dg.Output[pd.DataFrame]:
+    parsed_messages: ParsedCorpus,
+    labelled_feedback: pd.DataFrame,
+    policy: ModelPolicy,
+    storage: StorageResource,
+) -> dg.Output[SplitTable]:
     """Feedback rows (see ``labelled_feedback``) join training with their provenance columns
-    (``prediction_id``, ``served_model_version``, ``feedback_ts``)."""
-    merged, provenance = merge_feedback(parsed_messages.read(), labelled_feedback)
-    df = assign_splits(merged, policy.validation_fraction)
-    counts = df.groupby(["split", "label"]).size().unstack(fill_value=0)
-    table = "| split | ham | spam | spam share |\n|---|---|---|---|\n" + "\n".join(
+    (``prediction_id``, ``served_model_version``, ``feedback_ts``). The split is chosen on the
+    key columns; the rows never sit in memory all at once (``spam_assets.lib.split_store``)."""
+    plan = plan_splits(parsed_messages, labelled_feedback, policy.validation_fraction)
+    provenance = plan.provenance
+    counts = plan.assigned.groupby(["split", "label"]).size().unstack(fill_value=0)
+    summary = "| split | ham | spam | spam share |\n|---|---|---|---|\n" + "\n".join(
         f"| {s} | {int(counts.loc[s].get(0, 0))} | {int(counts.loc[s].get(1, 0))} | "
         f"{counts.loc[s].get(1, 0) / max(int(counts.loc[s].sum()), 1):.1%} |"
         for s in SPLITS
@@ -128,10 +134,13 @@ def dataset_splits(
             description=f"dataset_splits: split(s) {missing} are empty; the corpus needs older "
             "(-1) and newer (-2) groups, e.g. easy-ham-1/spam-1 and easy-ham-2/spam-2"
         )
+    table = write_splits(Path(storage.data_dir) / "splits", parsed_messages, plan)
     return dg.Output(
-        df,
+        table,
         metadata={
-            "splits": dg.MetadataValue.md(table),
+            "rows": sum(table.counts.values()),
+            "path": dg.MetadataValue.path(table.root),
+            "splits": dg.MetadataValue.md(summary),
             "feedback_rows": provenance["feedback_rows"],
             "corpus_rows_replaced_by_feedback": provenance["corpus_rows_replaced"],
             "feedback_provenance": dg.MetadataValue.json(provenance),

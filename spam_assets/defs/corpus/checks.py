@@ -1,10 +1,10 @@
 """Data-quality checks on the corpus stage. Leakage across splits is blocking."""
 
 import dagster as dg
-import pandas as pd
 
 from spam_assets.defs.corpus.assets import dataset_splits, parsed_messages
 from spam_assets.lib.parsed_store import ParsedCorpus
+from spam_assets.lib.split_store import SplitTable
 from spam_assets.lib.splits import leaking_hashes
 
 MAX_PARSE_FAILURE_RATE = 0.01
@@ -52,9 +52,10 @@ def null_rates(parsed_messages: ParsedCorpus) -> dg.AssetCheckResult:
 @dg.asset_check(
     asset=dataset_splits, blocking=True, description="no content hash or raw sha256 in two splits"
 )
-def no_split_leakage(dataset_splits: pd.DataFrame) -> dg.AssetCheckResult:
-    leaks = leaking_hashes(dataset_splits, "content_hash")
-    raw_leaks = leaking_hashes(dataset_splits, "sha256")
+def no_split_leakage(dataset_splits: SplitTable) -> dg.AssetCheckResult:
+    keys = dataset_splits.read(["content_hash", "sha256", "split"])
+    leaks = leaking_hashes(keys, "content_hash")
+    raw_leaks = leaking_hashes(keys, "sha256")
     return dg.AssetCheckResult(
         passed=not leaks and not raw_leaks,
         metadata={

@@ -19,6 +19,7 @@ from spam_assets.lib.matrices import FeatureMatrices, write_matrices
 from spam_assets.lib.messages import messages_of
 from spam_assets.lib.reputation import historical_reputation
 from spam_assets.lib.sampling import describe, sample_rows
+from spam_assets.lib.split_store import SplitTable
 from spam_serving.featurize import Featurizer
 
 
@@ -27,12 +28,13 @@ from spam_serving.featurize import Featurizer
     description="The fitted featurizer (train split only): word TF-IDF vocabulary, structural "
     "and metadata features, and for the ensemble the char n-gram model and the signs' columns.",
 )
-def feature_pipeline(dataset_splits: pd.DataFrame, policy: ModelPolicy) -> dg.Output[Featurizer]:
+def feature_pipeline(dataset_splits: SplitTable, policy: ModelPolicy) -> dg.Output[Featurizer]:
     """Fitted on at most ``SPAM_FIT_MAX_ROWS`` training messages (label-stratified, in
-    time order): vocabularies settle long before a million messages, the fit's cost does not."""
-    train = dataset_splits[dataset_splits["split"] == "train"]
-    picked = sample_rows(train["label"].to_numpy(), policy.fit_max_rows, policy.seed)
-    fit_rows = train.iloc[picked]
+    time order): vocabularies settle long before a million messages, the fit's cost does not.
+    Only the sampled rows are read."""
+    labels = dataset_splits.read(["label"], splits=("train",))["label"].to_numpy()
+    picked = sample_rows(labels, policy.fit_max_rows, policy.seed)
+    fit_rows = dataset_splits.take("train", picked)
     featurizer = Featurizer(policy.featurizer_config()).fit(
         messages_of(fit_rows), fit_rows["label"].to_numpy()
     )
@@ -45,7 +47,7 @@ def feature_pipeline(dataset_splits: pd.DataFrame, policy: ModelPolicy) -> dg.Ou
             "n_meta": len(featurizer.meta_vocab),
             "state_hash": featurizer.state_hash,
             "fitted_on_rows": len(fit_rows),
-            "fit_sample": describe(picked, len(train), "training messages", "SPAM_FIT_MAX_ROWS"),
+            "fit_sample": describe(picked, len(labels), "training messages", "SPAM_FIT_MAX_ROWS"),
             "sample_features": ", ".join(names[:5] + names[-5:]),
         },
     )
@@ -60,7 +62,7 @@ def feature_pipeline(dataset_splits: pd.DataFrame, policy: ModelPolicy) -> dg.Ou
     "on, the rep:* block comes from Feast's point-in-time join.",
 )
 def feature_matrices(
-    dataset_splits: pd.DataFrame,
+    dataset_splits: SplitTable,
     feature_pipeline: Featurizer,
     feast: FeastResource,
     corpus: CorpusResource,
@@ -76,7 +78,7 @@ def feature_matrices(
 
     out = write_matrices(
         Path(storage.data_dir) / "matrices",
-        {str(split): part for split, part in dataset_splits.groupby("split")},
+        dataset_splits,
         transform,
         feature_pipeline.n_features,
         corpus.chunk_rows,
@@ -90,6 +92,6 @@ def feature_matrices(
             "bytes_on_disk": out.nbytes_on_disk,
             "featurizer_state_hash": feature_pipeline.state_hash,
             "reputation_features": feature_pipeline.config.reputation,
-            "messages_per_s": len(dataset_splits) / max(elapsed, 1e-9),
+            "messages_per_s": sum(dataset_splits.counts.values()) / max(elapsed, 1e-9),
         },
     )

@@ -15,7 +15,8 @@ import pandas as pd
 
 from spam_assets.defs.resources import FeastResource
 from spam_assets.lib.files import write_atomic
-from spam_assets.lib.reputation import TIMESTAMP, reputation_tables
+from spam_assets.lib.reputation import EVENT_COLUMNS, TIMESTAMP, reputation_tables
+from spam_assets.lib.split_store import SplitTable
 from spam_serving.feature_repo.repo import feast_objects, offline_path
 from spam_serving.reputation import ADDRESS_VIEW, DOMAIN_VIEW
 
@@ -39,8 +40,8 @@ def _tables_fingerprint(offline_dir) -> str:
     description="Offline sender reputation tables (per domain and per address), state after "
     "each labelled message, event time = delivery time; test labels never feed them.",
 )
-def sender_reputation(dataset_splits: pd.DataFrame, feast: FeastResource) -> dg.MaterializeResult:
-    tables = reputation_tables(dataset_splits)
+def sender_reputation(dataset_splits: SplitTable, feast: FeastResource) -> dg.MaterializeResult:
+    tables = reputation_tables(dataset_splits.read(list(EVENT_COLUMNS)))
     offline_dir = feast.offline_dir
     metadata: dict[str, object] = {}
     for view, table in tables.items():

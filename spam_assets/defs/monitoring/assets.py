@@ -24,6 +24,7 @@ from spam_assets.lib.monitoring import (
     load_window,
     partition_path,
 )
+from spam_assets.lib.split_store import SplitTable
 from spam_assets.lib.tuned import TunedModel
 from spam_serving.featurize import NUMERIC_FEATURES
 from spam_serving.model_bundle import ModelBundle
@@ -83,7 +84,7 @@ def inference_log(
 )
 def drift_reference(
     context: dg.AssetExecutionContext,
-    dataset_splits: pd.DataFrame,
+    dataset_splits: SplitTable,
     feature_matrices: FeatureMatrices,
     tuned_model: TunedModel,
     onnx_model: dict,
@@ -99,7 +100,8 @@ def drift_reference(
     model was fitted on those rows, and its own scores there would be over-confident, so live
     traffic would look drifted."""
     bundle = ModelBundle.load(onnx_model["bundle_path"])
-    domains = dataset_splits.set_index("message_id")["sender_domain"].fillna("")
+    domains = dataset_splits.read(["message_id", "sender_domain"]).set_index("message_id")
+    domains = domains["sender_domain"].fillna("")
     parts = []
     for split in REFERENCE_SPLITS:
         m = feature_matrices[split]

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
-import pandas as pd
 
 from spam_assets.azure_target import k8s_op_tags
 from spam_assets.defs.resources import FeastResource, MlflowRegistry, ModelPolicy, TuningResource
@@ -29,6 +28,7 @@ from spam_assets.lib.metrics import (
 )
 from spam_assets.lib.onnx_export import booster_from_bytes
 from spam_assets.lib.ray_xgboost import ClusterTrees, connected
+from spam_assets.lib.split_store import SplitTable
 from spam_assets.lib.splits import FEEDBACK_GROUP
 from spam_assets.lib.training import band_rows, train, tune_data
 from spam_assets.lib.tuned import TunedModel, log_training_run
@@ -50,7 +50,7 @@ def tuned_model(
     context: dg.AssetExecutionContext,
     feature_matrices: FeatureMatrices,
     feature_pipeline,
-    dataset_splits: pd.DataFrame,
+    dataset_splits: SplitTable,
 ) -> dg.Output[TunedModel]:
     """The Dagster run's MLflow run (dagster-mlflow) is the parent; each Tune trial is a
     nested child run. The trees are refitted with the best config and its early-stopped
@@ -94,7 +94,7 @@ def tuned_model(
         trained = train(
             feature_pipeline=feature_pipeline,
             feature_matrices=feature_matrices,
-            dataset_splits=dataset_splits,
+            dataset_splits=dataset_splits.read(),  # still whole: the period's messages
             config=result.best_config,
             rounds=rounds,
             nthread=tuning.num_cpus,
@@ -194,7 +194,7 @@ def model_evaluation(
     context: dg.AssetExecutionContext,
     tuned_model: TunedModel,
     feature_matrices: FeatureMatrices,
-    dataset_splits: pd.DataFrame,
+    dataset_splits: SplitTable,
     registry: MlflowRegistry,
     feast: FeastResource,
 ) -> dg.Output[dict]:
@@ -214,7 +214,7 @@ def model_evaluation(
         tuned_model.threshold,
         tuned_model.fpr_thresholds,
     )
-    test_rows = dataset_splits[dataset_splits["split"] == "test"]
+    test_rows = dataset_splits.read(splits=("test",))
     try:
         champion = champion_metrics(
             registry.client(),
