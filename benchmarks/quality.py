@@ -45,6 +45,7 @@ from spam_assets.lib.ensemble import fields_copy, model_scores
 from spam_assets.lib.final_fit import FIT_SPLITS
 from spam_assets.lib.metrics import threshold_for_budget, threshold_for_fpr
 from spam_assets.lib.reputation import historical_reputation, reputation_tables
+from spam_assets.lib.split_store import table_of
 from spam_assets.lib.training import train, tune_data
 from spam_serving.feature_repo.repo import feast_objects, offline_path
 from spam_serving.feature_store import feature_store
@@ -117,15 +118,16 @@ def train_ours(splits: pd.DataFrame, ensemble: bool, reputation: dict | None = N
     }
     tuning = resources["tuning"]
     result = tuning.search(tune_data(matrices, pipeline.n_base_features), "bench-quality")
-    trained = train(
-        feature_pipeline=pipeline,
-        feature_matrices=matrices,
-        dataset_splits=splits,
-        config=result.best_config,
-        rounds=result.best_iteration + 1,
-        nthread=tuning.num_cpus,
-        policy=policy.training_policy(),
-    )
+    with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
+        trained = train(
+            feature_pipeline=pipeline,
+            feature_matrices=matrices,
+            dataset_splits=table_of(splits, Path(tmp)),  # what dataset_splits passes
+            config=result.best_config,
+            rounds=result.best_iteration + 1,
+            nthread=tuning.num_cpus,
+            policy=policy.training_policy(),
+        )
     seconds = time.perf_counter() - started
     featurizer = trained.featurizer
     x_test = trained.matrices["test"] if trained.matrices else matrices["test"]["X"]

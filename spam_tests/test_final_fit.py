@@ -14,6 +14,7 @@ from spam_assets.lib import final_fit
 from spam_assets.lib.final_fit import deployed_features, final_rows
 from spam_assets.lib.messages import messages_of
 from spam_assets.lib.onnx_export import native_scores
+from spam_assets.lib.split_store import table_of
 from spam_assets.lib.tree_matrix import concatenated
 from spam_assets.lib.tuning import fit_final, train_booster, trials_markdown
 from spam_serving.featurize import Featurizer, FeaturizerConfig
@@ -100,7 +101,8 @@ def test_deployed_featurizer_learns_validation_words_never_test_ones(tmp_path, m
             "message_id": part["message_id"].tolist(),
             "group": part["group"].tolist(),
         }
-    deployed, x = deployed_features(selection, matrices, splits)
+    table = table_of(splits, tmp_path / "splits")  # what dataset_splits passes
+    deployed, x = deployed_features(selection, matrices, table)
     assert "w:zorblax" not in selection.text_vocab and "w:zorblax" in deployed.text_vocab
     assert "w:quuxwing" not in deployed.text_vocab
     assert deployed.config == selection.config
@@ -116,7 +118,7 @@ def test_deployed_featurizer_learns_validation_words_never_test_ones(tmp_path, m
         final["y"], np.concatenate([matrices["train"]["y"], matrices["validation"]["y"]])
     )
     monkeypatch.setattr(final_fit, "CHUNK_ROWS", 2)  # several chunks per split
-    _, files = deployed_features(selection, matrices, splits, out_dir=tmp_path)
+    _, files = deployed_features(selection, matrices, table, out_dir=tmp_path / "m")
     final_files = final_rows(files, matrices)
     assert len(pickle.dumps(files)) < 2_000
     for split in ("train", "validation", "test"):
@@ -129,7 +131,7 @@ def test_deployed_featurizer_learns_validation_words_never_test_ones(tmp_path, m
     # rows out of step with feature_matrices are refused, not silently mislabelled
     shuffled = {**matrices, "test": {**matrices["test"], "message_id": ["x", "y", "z"]}}
     with pytest.raises(ValueError, match="test"):
-        deployed_features(selection, shuffled, splits)
+        deployed_features(selection, shuffled, table)
 
 
 def test_trials_table_keeps_parameters_and_results_best_first():
@@ -150,16 +152,22 @@ def test_the_json_fields_block_is_the_same_chunked_in_memory_or_on_disk(tmp_path
     from spam_assets.lib.ensemble import fields_copy
     from spam_assets.lib.training import fields_block
     from spam_serving.featurize import Featurizer, FeaturizerConfig
-    from spam_serving.parsing import parse_message
+    from spam_tests.helpers.corpus import real_splits
 
-    msgs = [parse_message(raw) for _, _, raw in real_sample[::4]]
-    y = np.array([label for _, label, _ in real_sample[::4]])
+    rows = real_splits(real_sample[::4])
+    msgs = messages_of(rows)
     config = FeaturizerConfig(max_text_features=200, max_meta_features=40, min_df=2,
                               stacked=True, char_features=5_000)  # fmt: skip
-    f = Featurizer(config).fit(msgs, y)
+    f = Featurizer(config).fit(msgs, rows["label"].to_numpy())
     whole = f.transform([fields_copy(m) for m in msgs])[:, : f.n_base_features]
-    in_memory = fields_block(f, msgs, None, chunk_rows=40)
-    on_disk = fields_block(f, msgs, None, scratch=tmp_path, chunk_rows=40)
+
+    def frames():
+        return (rows.iloc[start : start + 40] for start in range(0, len(rows), 40))
+
+    in_memory = fields_block(f, frames(), len(rows), None)
+    on_disk = fields_block(f, frames(), len(rows), None, scratch=tmp_path)
     np.testing.assert_array_equal(in_memory, whole)
     np.testing.assert_array_equal(on_disk, whole)
     assert isinstance(on_disk, np.memmap) and (tmp_path / "fields.npy").exists()
+    with pytest.raises(ValueError, match="rows for a block"):  # frames and size disagree
+        fields_block(f, frames(), len(rows) + 1, None)

@@ -9,6 +9,7 @@ import pytest
 
 from spam_assets.lib.messages import messages_of
 from spam_assets.lib.sampling import describe, sample_rows
+from spam_assets.lib.split_store import table_of
 from spam_assets.lib.training import TrainingPolicy, train
 from spam_assets.lib.tree_matrix import n_rows
 from spam_assets.lib.tuning import local_trees
@@ -48,8 +49,13 @@ def inputs(real_sample):
     return pipeline, matrices, splits
 
 
-def _train(inputs, fit_max_rows: int | None):
-    pipeline, matrices, splits = inputs
+@pytest.fixture(scope="module")
+def table(inputs, tmp_path_factory):
+    return table_of(inputs[2], tmp_path_factory.mktemp("splits"))
+
+
+def _train(inputs, table, fit_max_rows: int | None):
+    pipeline, matrices, _ = inputs
     seen: list[int] = []
 
     def counting_trees(params, x, y, rounds):
@@ -62,19 +68,19 @@ def _train(inputs, fit_max_rows: int | None):
         fit_max_rows=fit_max_rows, seed=0,
     )  # fmt: skip
     trained = train(
-        feature_pipeline=pipeline, feature_matrices=matrices, dataset_splits=splits,
+        feature_pipeline=pipeline, feature_matrices=matrices, dataset_splits=table,
         config={"eta": 0.3, "max_depth": 3, "seed": 0}, rounds=10, nthread=1, policy=policy,
         fit_trees=counting_trees,
     )  # fmt: skip
     return trained, seen
 
 
-def test_the_cross_fit_scores_a_sample_and_the_trees_train_on_every_row(inputs):
+def test_the_cross_fit_scores_a_sample_and_the_trees_train_on_every_row(inputs, table):
     _, matrices, _ = inputs
     n_period = sum(len(matrices[s]["y"]) for s in ("train", "validation"))
     cap = n_period // 2
-    sampled, seen = _train(inputs, cap)
-    whole, seen_whole = _train(inputs, None)
+    sampled, seen = _train(inputs, table, cap)
+    whole, seen_whole = _train(inputs, table, None)
     # the deployed trees: every period message, raw and as JSON fields, with or without a cap
     assert seen[0] == seen_whole[0] == 2 * n_period
     # the folds' trees: the sample's other folds only

@@ -254,31 +254,35 @@ def ensemble_scores(booster, stack: Stack, x: np.ndarray, n_base: int) -> np.nda
 
 
 def period_inputs(
-    feature_matrices: Mapping, dataset_splits, n_base: int, reputation: bool, splits: Sequence[str]
+    feature_matrices: Mapping,
+    dataset_splits,
+    n_base: int,
+    reputation: bool,
+    splits: Sequence[str],
+    picked: np.ndarray | slice = slice(None),
 ) -> dict:
-    """The training period's rows (``splits``, in ``feature_matrices`` order) as
-    :func:`cross_fit` reads them: messages, labels, groups, delivery times and, for a
-    featurizer with sender reputation, its point-in-time block."""
-    import pandas as pd
-
+    """The training period's rows (``splits``, in ``feature_matrices`` order; ``picked``
+    positions of them, all by default) as :func:`cross_fit` reads them: messages, labels,
+    groups, delivery times and, for a featurizer with sender reputation, its point-in-time
+    block. ``dataset_splits`` is a ``SplitTable``: only the picked rows are read."""
+    from spam_assets.lib.final_fit import reputation_block
     from spam_assets.lib.messages import messages_of
     from spam_assets.lib.splits import event_time
-    from spam_serving.reputation import REPUTATION_FEATURES
 
-    by_id = dataset_splits.set_index("message_id")
-    rows = pd.concat([by_id.loc[feature_matrices[s]["message_id"]] for s in splits])
+    rows = dataset_splits.take_across(tuple(splits), picked)
+    ids = np.concatenate([np.asarray(feature_matrices[s]["message_id"]) for s in splits])
+    if rows["message_id"].tolist() != ids[picked].tolist():
+        raise ValueError("dataset_splits and feature_matrices disagree on the period's rows")
     times = event_time(rows).dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
-    n_rep = len(REPUTATION_FEATURES)
+    rep = reputation_block(feature_matrices, tuple(splits), n_base, reputation)
     return {
-        "messages": messages_of(rows.reset_index()),
-        "labels": np.concatenate([np.asarray(feature_matrices[s]["y"]) for s in splits]),
-        "groups": np.concatenate([np.asarray(feature_matrices[s]["group"]) for s in splits]),
+        "messages": messages_of(rows),
+        "labels": np.concatenate([np.asarray(feature_matrices[s]["y"]) for s in splits])[picked],
+        "groups": np.concatenate([np.asarray(feature_matrices[s]["group"]) for s in splits])[
+            picked
+        ],
         "times": times,
-        "reputation": (
-            np.vstack([feature_matrices[s]["X"][:, n_base - n_rep : n_base] for s in splits])
-            if reputation
-            else None
-        ),
+        "reputation": None if rep is None else rep[picked],
     }
 
 

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from spam_assets.lib.matrices import write_blocks
 from spam_assets.lib.messages import messages_of
 from spam_assets.lib.sampling import sample_rows
+from spam_assets.lib.split_store import SplitTable
 from spam_serving.featurize import Featurizer
 from spam_serving.reputation import REPUTATION_FEATURES
 
@@ -35,43 +35,42 @@ CHUNK_ROWS = 10_000
 def deployed_features(
     feature_pipeline: Featurizer,
     feature_matrices: Mapping,
-    dataset_splits: pd.DataFrame,
+    dataset_splits: SplitTable,
     max_rows: int | None = None,
     seed: int = 0,
     out_dir: Path | None = None,
 ) -> tuple[Featurizer, Mapping]:
     """Featurizer fitted on train + validation (same config as ``feature_pipeline``; at most
-    ``max_rows`` of their messages, a label-stratified sample) and its matrix per split, rows
-    in ``feature_matrices`` order: arrays in memory, or with ``out_dir`` files written
-    ``CHUNK_ROWS`` rows at a time (a :class:`FeatureMatrices`, memory-mapped). The
-    sender-reputation block, which has no fitted state, is copied from ``feature_matrices``
-    (the point-in-time join is not repeated)."""
+    ``max_rows`` of their messages, a label-stratified sample, and only those are read) and
+    its matrix per split, rows in ``feature_matrices`` order, transformed ``CHUNK_ROWS`` at a
+    time: arrays in memory, or with ``out_dir`` files (a :class:`FeatureMatrices`,
+    memory-mapped). The sender-reputation block, which has no fitted state, is copied from
+    ``feature_matrices`` (the point-in-time join is not repeated)."""
     config = feature_pipeline.config
     n_rep = len(REPUTATION_FEATURES) if config.reputation else 0
-    parts = {}
-    for split, part in dataset_splits.groupby("split"):
-        if list(part["message_id"]) != list(feature_matrices[split]["message_id"]):
+    splits = [s for s, n in dataset_splits.counts.items() if n]
+    for split in splits:
+        ids = dataset_splits.read(["message_id"], splits=(split,))["message_id"]
+        if ids.tolist() != list(feature_matrices[split]["message_id"]):
             raise ValueError(f"dataset_splits and feature_matrices disagree on '{split}' rows")
-        parts[str(split)] = messages_of(part)
-    fit_msgs = [m for split in FIT_SPLITS for m in parts[split]]
     labels = _fit_labels(feature_matrices)
     picked = sample_rows(labels, max_rows, seed)
-    if not isinstance(picked, slice):
-        fit_msgs = [fit_msgs[i] for i in picked]
-    featurizer = Featurizer(config).fit(fit_msgs, labels[picked])
+    fit_rows = dataset_splits.take_across(FIT_SPLITS, picked)
+    featurizer = Featurizer(config).fit(messages_of(fit_rows), labels[picked])
+    del fit_rows
     n_base = feature_pipeline.n_base_features
 
-    def rows(split: str, start: int, stop: int) -> np.ndarray:
-        rep = feature_matrices[split]["X"][start:stop, n_base - n_rep : n_base] if n_rep else None
-        return featurizer.transform(parts[split][start:stop], rep)
-
     def chunks(split: str) -> Iterator[np.ndarray]:
-        for start in range(0, len(parts[split]), CHUNK_ROWS):
-            yield rows(split, start, start + CHUNK_ROWS)
+        start = 0
+        for frame in dataset_splits.iter_frames(split, batch_rows=CHUNK_ROWS):
+            stop = start + len(frame)
+            rep = feature_matrices[split]["X"][start:stop, n_base - n_rep : n_base]
+            yield featurizer.transform(messages_of(frame), rep if n_rep else None)
+            start = stop
 
     if out_dir is None:
-        return featurizer, {split: rows(split, 0, len(msgs)) for split, msgs in parts.items()}
-    blocks = {split: chunks(split) for split in parts}
+        return featurizer, {split: np.vstack(list(chunks(split))) for split in splits}
+    blocks = {split: chunks(split) for split in splits}
     return featurizer, write_blocks(out_dir, blocks, feature_matrices, featurizer.n_features)
 
 
@@ -80,6 +79,17 @@ def final_rows(matrices: Mapping, feature_matrices: Mapping) -> dict:
     under the deployed featurizer (``matrices``, from :func:`deployed_features`), as blocks of
     rows, not concatenated (``spam_assets.lib.tree_matrix``)."""
     return {"X": [_x(matrices[s]) for s in FIT_SPLITS], "y": _fit_labels(feature_matrices)}
+
+
+def reputation_block(
+    feature_matrices: Mapping, splits: tuple[str, ...], n_base: int, reputation: bool
+) -> np.ndarray | None:
+    """The sender-reputation columns of ``splits``' rows (one after another), or None
+    without reputation features."""
+    if not reputation:
+        return None
+    n_rep = len(REPUTATION_FEATURES)
+    return np.vstack([feature_matrices[s]["X"][:, n_base - n_rep : n_base] for s in splits])
 
 
 def _x(split_matrix) -> np.ndarray:

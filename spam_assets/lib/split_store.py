@@ -75,7 +75,31 @@ class SplitTable:
             if hi > lo:
                 out.append(frame.iloc[wanted[lo:hi] - start])
             start += len(frame)
+        if not out:
+            return pq.read_schema(self.files[split]).empty_table().to_pandas()
         return pd.concat(out, ignore_index=True)
+
+    def take_across(self, splits: tuple[str, ...], positions: np.ndarray | slice) -> pd.DataFrame:
+        """Rows at ``positions`` of the splits read one after another (e.g. the training
+        period: train, then validation)."""
+        if isinstance(positions, slice):
+            return self.read(splits=splits)
+        wanted, start, out = np.asarray(positions), 0, []
+        for split in splits:
+            n = self.counts.get(split, 0)
+            lo, hi = np.searchsorted(wanted, [start, start + n])
+            if hi > lo:
+                out.append(self.take(split, wanted[lo:hi] - start))
+            start += n
+        return pd.concat(out, ignore_index=True)
+
+    def frames(
+        self, splits: tuple[str, ...], batch_rows: int = BATCH_ROWS
+    ) -> Iterator[pd.DataFrame]:
+        """The splits' rows, one after another, ``batch_rows`` at a time."""
+        for split in splits:
+            if self.counts.get(split, 0):
+                yield from self.iter_frames(split, batch_rows=batch_rows)
 
 
 @dataclass

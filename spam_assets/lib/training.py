@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,9 +20,17 @@ import numpy as np
 import pandas as pd
 
 from spam_assets.lib.ensemble import cross_fit, fields_copy, period_inputs
-from spam_assets.lib.final_fit import CHUNK_ROWS, FIT_SPLITS, deployed_features, final_rows
+from spam_assets.lib.final_fit import (
+    CHUNK_ROWS,
+    FIT_SPLITS,
+    deployed_features,
+    final_rows,
+    reputation_block,
+)
+from spam_assets.lib.messages import messages_of
 from spam_assets.lib.metrics import FPR_POINTS, threshold_for_budget, threshold_for_fpr
 from spam_assets.lib.sampling import describe, sample_rows, stratified
+from spam_assets.lib.split_store import SplitTable
 from spam_assets.lib.tuning import fit_final, local_trees, xgb_params
 from spam_serving.featurize import Featurizer
 
@@ -96,7 +104,7 @@ def train(
     *,
     feature_pipeline: Featurizer,
     feature_matrices: Mapping,
-    dataset_splits: pd.DataFrame,
+    dataset_splits: SplitTable,
     config: dict,
     rounds: int,
     nthread: int,
@@ -125,24 +133,26 @@ def train(
         final = final_rows(matrices, feature_matrices)
         # the refitted featurizer has vocabularies (and so a base block) of its own
         final = {"X": [x[:, : featurizer.n_base_features] for x in final["X"]], "y": final["y"]}
-    period = None
+    reputation = feature_pipeline.config.reputation
+    period, n_period, picked = None, 0, slice(None)
     if stacked:
+        # the cross-fit refits a featurizer per fold: on a big corpus, a sample of the period
+        n_period = sum(len(feature_matrices[s]["y"]) for s in FIT_SPLITS)
+        labels = np.concatenate([np.asarray(feature_matrices[s]["y"]) for s in FIT_SPLITS])
+        picked = sample_rows(labels, policy.fit_max_rows, policy.seed)
         period = period_inputs(
-            feature_matrices, dataset_splits, n_base, feature_pipeline.config.reputation, FIT_SPLITS
+            feature_matrices, dataset_splits, n_base, reputation, FIT_SPLITS, picked
         )
     with _scratch(matrices_dir) as scratch:
-        if period is not None:
+        if stacked:
             # the deployed trees see every training message in both forms, as the folds did
-            fit_msgs, fit_y, fit_rep = period["messages"], period["labels"], period["reputation"]
-            if not policy.refit_with_validation:
-                n_train = len(feature_matrices["train"]["y"])
-                fit_msgs, fit_y = fit_msgs[:n_train], fit_y[:n_train]
-                fit_rep = None if fit_rep is None else fit_rep[:n_train]
+            fit_splits = FIT_SPLITS if policy.refit_with_validation else ("train",)
+            fit_y = np.concatenate([np.asarray(feature_matrices[s]["y"]) for s in fit_splits])
+            rep = reputation_block(feature_matrices, fit_splits, n_base, reputation)
+            frames = dataset_splits.frames(fit_splits, CHUNK_ROWS)
+            block = fields_block(featurizer, frames, len(fit_y), rep, scratch)
             rows = final["X"] if final else [data["X_train"]]
-            final = {
-                "X": [*rows, fields_block(featurizer, fit_msgs, fit_rep, scratch)],  # blocks
-                "y": np.concatenate([fit_y, fit_y]),
-            }
+            final = {"X": [*rows, block], "y": np.concatenate([fit_y, fit_y])}  # blocks
         booster, val_scores = fit_final(config, data, rounds, nthread, final, fit_trees)
     stack, report = None, {}
     if period is not None:
@@ -150,9 +160,7 @@ def train(
         def train_trees(x: np.ndarray, y: np.ndarray):
             return fit_trees(xgb_params(config, nthread), x, y, rounds)
 
-        # the cross-fit refits a featurizer per fold: on a big corpus, a sample of the period
-        picked = sample_rows(period["labels"], policy.fit_max_rows, policy.seed)
-        sample = _take(period, picked)
+        sample = period
         fit = cross_fit(
             sample["messages"],
             sample["labels"],
@@ -169,12 +177,12 @@ def train(
         y_sel, s_sel = sample["labels"], fit.oof_scores
         sizes = [len(feature_matrices[s]["y"]) for s in FIT_SPLITS]
         oof = dict(
-            zip(FIT_SPLITS, np.split(_spread(fit.oof_scores, picked, len(period["labels"])),
+            zip(FIT_SPLITS, np.split(_spread(fit.oof_scores, picked, n_period),
                                      np.cumsum(sizes)[:-1]), strict=True)
         )  # fmt: skip
-        oof_fields = _spread(fit.oof_scores_fields, picked, len(period["labels"]))
+        oof_fields = _spread(fit.oof_scores_fields, picked, n_period)
         selection = f"out-of-fold, {policy.ensemble_folds} time-blocked folds of " + describe(
-            picked, len(period["labels"]), "train + validation messages", "SPAM_FIT_MAX_ROWS"
+            picked, n_period, "train + validation messages", "SPAM_FIT_MAX_ROWS"
         )
         report = {"n_ham": int((y_sel == 0).sum()), "weights": stack}
     else:
@@ -205,25 +213,29 @@ def train(
 
 def fields_block(
     featurizer: Featurizer,
-    messages: list,
+    frames: Iterable[pd.DataFrame],
+    n_rows: int,
     reputation: np.ndarray | None,
     scratch: Path | None = None,
-    chunk_rows: int = CHUNK_ROWS,
 ) -> np.ndarray:
-    """The base block of the messages' JSON-fields copies (what the deployed trees train on
-    beside the raw rows), transformed ``chunk_rows`` at a time; into a ``.npy`` under
-    ``scratch`` when given (memory-mapped), else into memory."""
-    shape = (len(messages), featurizer.n_base_features)
+    """The base block of the rows' JSON-fields copies (what the deployed trees train on
+    beside the raw rows), transformed a frame of split-table rows at a time; into a ``.npy``
+    under ``scratch`` when given (memory-mapped), else into memory."""
+    shape = (n_rows, featurizer.n_base_features)
     out = (
         np.lib.format.open_memmap(scratch / "fields.npy", mode="w+", dtype=np.float32, shape=shape)
         if scratch is not None
         else np.empty(shape, np.float32)
     )
-    for start in range(0, len(messages), chunk_rows):
-        stop = start + chunk_rows
-        copies = [fields_copy(m) for m in messages[start:stop]]
+    start = 0
+    for frame in frames:
+        stop = start + len(frame)
+        copies = [fields_copy(m) for m in messages_of(frame)]
         rep = None if reputation is None else reputation[start:stop]
         out[start:stop] = featurizer.transform(copies, rep)[:, : shape[1]]
+        start = stop
+    if start != n_rows:
+        raise ValueError(f"{start} rows for a block of {n_rows}")
     return out
 
 
@@ -237,18 +249,6 @@ def _scratch(matrices_dir: Path | None) -> Iterator[Path | None]:
     matrices_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".final-fit-", dir=matrices_dir) as tmp:
         yield Path(tmp)
-
-
-def _take(period: dict, picked: np.ndarray | slice) -> dict:
-    """The rows ``picked`` of :func:`period_inputs`' output."""
-    if isinstance(picked, slice):
-        return period
-    rep = period["reputation"]
-    return {
-        "messages": [period["messages"][i] for i in picked],
-        **{k: np.asarray(period[k])[picked] for k in ("labels", "groups", "times")},
-        "reputation": None if rep is None else rep[picked],
-    }
 
 
 def _spread(scores: np.ndarray, picked: np.ndarray | slice, n: int) -> np.ndarray:

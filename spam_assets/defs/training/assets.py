@@ -94,7 +94,7 @@ def tuned_model(
         trained = train(
             feature_pipeline=feature_pipeline,
             feature_matrices=feature_matrices,
-            dataset_splits=dataset_splits.read(),  # still whole: the period's messages
+            dataset_splits=dataset_splits,
             config=result.best_config,
             rounds=rounds,
             nthread=tuning.num_cpus,
