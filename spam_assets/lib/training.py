@@ -160,21 +160,20 @@ def train(
         def train_trees(x: np.ndarray, y: np.ndarray):
             return fit_trees(xgb_params(config, nthread), x, y, rounds)
 
-        sample = period
         fit = cross_fit(
-            sample["messages"],
-            sample["labels"],
-            sample["groups"],
-            sample["times"],
+            period["messages"],
+            period["labels"],
+            period["groups"],
+            period["times"],
             feature_pipeline.config,
             train_trees,
             folds=policy.ensemble_folds,
             l2=policy.stack_l2,
             balance_ham_groups=policy.balance_ham_groups,
-            reputation=sample["reputation"],
+            reputation=period["reputation"],
         )
         stack = fit.stack.to_dict()
-        y_sel, s_sel = sample["labels"], fit.oof_scores
+        y_sel, s_sel = period["labels"], fit.oof_scores
         sizes = [len(feature_matrices[s]["y"]) for s in FIT_SPLITS]
         oof = dict(
             zip(FIT_SPLITS, np.split(_spread(fit.oof_scores, picked, n_period),
