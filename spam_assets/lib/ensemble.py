@@ -265,7 +265,7 @@ def period_inputs(
     positions of them, all by default) as :func:`cross_fit` reads them: messages, labels,
     groups, delivery times and, for a featurizer with sender reputation, its point-in-time
     block. ``dataset_splits`` is a ``SplitTable``: only the picked rows are read."""
-    from spam_assets.lib.final_fit import reputation_block
+    from spam_assets.lib.final_fit import fit_labels, reputation_block
     from spam_assets.lib.messages import messages_of
     from spam_assets.lib.splits import event_time
 
@@ -277,7 +277,7 @@ def period_inputs(
     rep = reputation_block(feature_matrices, tuple(splits), n_base, reputation)
     return {
         "messages": messages_of(rows),
-        "labels": np.concatenate([np.asarray(feature_matrices[s]["y"]) for s in splits])[picked],
+        "labels": fit_labels(feature_matrices, tuple(splits))[picked],
         "groups": np.concatenate([np.asarray(feature_matrices[s]["group"]) for s in splits])[
             picked
         ],

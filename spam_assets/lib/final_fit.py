@@ -53,7 +53,7 @@ def deployed_features(
         ids = dataset_splits.read(["message_id"], splits=(split,))["message_id"]
         if ids.tolist() != list(feature_matrices[split]["message_id"]):
             raise ValueError(f"dataset_splits and feature_matrices disagree on '{split}' rows")
-    labels = _fit_labels(feature_matrices)
+    labels = fit_labels(feature_matrices)
     picked = sample_rows(labels, max_rows, seed)
     fit_rows = dataset_splits.take_across(FIT_SPLITS, picked)
     featurizer = Featurizer(config).fit(messages_of(fit_rows), labels[picked])
@@ -78,7 +78,7 @@ def final_rows(matrices: Mapping, feature_matrices: Mapping) -> dict:
     """The rows the final model trains on (``fit_final``'s ``final``): train + validation
     under the deployed featurizer (``matrices``, from :func:`deployed_features`), as blocks of
     rows, not concatenated (``spam_assets.lib.tree_matrix``)."""
-    return {"X": [_x(matrices[s]) for s in FIT_SPLITS], "y": _fit_labels(feature_matrices)}
+    return {"X": [_x(matrices[s]) for s in FIT_SPLITS], "y": fit_labels(feature_matrices)}
 
 
 def reputation_block(
@@ -97,9 +97,9 @@ def _x(split_matrix) -> np.ndarray:
     return split_matrix["X"] if isinstance(split_matrix, Mapping) else split_matrix
 
 
-def _fit_labels(feature_matrices: Mapping) -> np.ndarray:
-    """Labels of the final fit's rows, in ``FIT_SPLITS`` order."""
-    return np.concatenate([np.asarray(feature_matrices[s]["y"]) for s in FIT_SPLITS])
+def fit_labels(feature_matrices: Mapping, splits: tuple[str, ...] = FIT_SPLITS) -> np.ndarray:
+    """Labels of ``splits``' rows, one split after another (the final fit's by default)."""
+    return np.concatenate([np.asarray(feature_matrices[s]["y"]) for s in splits])
 
 
 def deployed_matrix(tuned_model: TunedModel, feature_matrices: Mapping, split: str) -> np.ndarray:

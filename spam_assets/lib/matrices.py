@@ -11,9 +11,6 @@ pruned), so a reference to an earlier materialization never reads a later one's 
 
 from __future__ import annotations
 
-import os
-import shutil
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from spam_assets.lib.files import new_generation
 from spam_assets.lib.split_store import SplitTable
 
 #: materializations kept on disk (the newest; a run reading an older one still finds it)
@@ -82,40 +80,31 @@ def _write(
     """Each split's row blocks into its ``.npy`` and its keys (``y``, ``message_id``,
     ``group``) into Parquet, under a new directory renamed into place when complete; the
     oldest beyond :data:`KEEP` are removed."""
-    base_dir.mkdir(parents=True, exist_ok=True)
-    for stale in base_dir.glob(".*.tmp"):  # a writer that died mid-way
-        shutil.rmtree(stale, ignore_errors=True)
-    name = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**6}"
-    tmp, root = base_dir / f".{name}.tmp", base_dir / name
-    tmp.mkdir()
     splits = {}
-    for split, (n_rows, blocks, keys) in rows.items():
-        x = np.lib.format.open_memmap(
-            tmp / f"{split}.npy", mode="w+", dtype=np.float32, shape=(n_rows, n_cols)
-        )
-        start = 0
-        for block in blocks:
-            x[start : start + len(block)] = block
-            start += len(block)
-        if start != n_rows:
-            raise ValueError(f"{split}: {start} feature rows for {n_rows} keys")
-        x.flush()
-        del x
-        table = pa.table(
-            {
-                "y": pa.array(np.asarray(keys["y"], dtype=np.int8)),
-                "message_id": pa.array([str(v) for v in keys["message_id"]], pa.string()),
-                "group": pa.array([str(v) for v in keys["group"]], pa.string()),
-            }
-        )
-        pq.write_table(table, tmp / f"{split}.keys.parquet")
-        splits[split] = SplitFiles(
-            str(root / f"{split}.npy"), str(root / f"{split}.keys.parquet"), n_rows, n_cols
-        )
-    tmp.rename(root)
-    done = sorted(p for p in base_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    for old in done[:-KEEP]:
-        shutil.rmtree(old, ignore_errors=True)
+    with new_generation(base_dir, KEEP) as (tmp, root):
+        for split, (n_rows, blocks, keys) in rows.items():
+            x = np.lib.format.open_memmap(
+                tmp / f"{split}.npy", mode="w+", dtype=np.float32, shape=(n_rows, n_cols)
+            )
+            start = 0
+            for block in blocks:
+                x[start : start + len(block)] = block
+                start += len(block)
+            if start != n_rows:
+                raise ValueError(f"{split}: {start} feature rows for {n_rows} keys")
+            x.flush()
+            del x
+            table = pa.table(
+                {
+                    "y": pa.array(np.asarray(keys["y"], dtype=np.int8)),
+                    "message_id": pa.array([str(v) for v in keys["message_id"]], pa.string()),
+                    "group": pa.array([str(v) for v in keys["group"]], pa.string()),
+                }
+            )
+            pq.write_table(table, tmp / f"{split}.keys.parquet")
+            splits[split] = SplitFiles(
+                str(root / f"{split}.npy"), str(root / f"{split}.keys.parquet"), n_rows, n_cols
+            )
     return FeatureMatrices(str(root), splits)
 
 

@@ -14,9 +14,6 @@ in one part (the public one) has exactly the order of before.
 
 from __future__ import annotations
 
-import os
-import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from spam_assets.lib.files import new_generation
 from spam_assets.lib.parsed_store import ParsedCorpus
 from spam_assets.lib.splits import SPLITS, assign_splits, merge_feedback
 
@@ -137,32 +135,29 @@ def write_splits(base_dir: Path, corpus: ParsedCorpus, plan: SplitPlan) -> Split
     """The planned rows, a parsed part at a time, into a new directory of per-split files
     (renamed into place when complete; the oldest beyond :data:`KEEP` are removed)."""
     schema = _schema(corpus, plan.feedback_rows)
-    root, tmp = _new_dir(base_dir)
-    writers = {s: pq.ParquetWriter(tmp / f"{s}.parquet", schema) for s in SPLITS}
     counts = dict.fromkeys(SPLITS, 0)
-    try:
-        for table in _corpus_tables(corpus, plan.split_of):
-            _write(writers, counts, table, schema)
-        if plan.feedback_rows is not None:
-            fb = pa.Table.from_pandas(plan.feedback_rows, preserve_index=False)
-            _write(writers, counts, fb, schema)
-    finally:
-        for writer in writers.values():
-            writer.close()
-    tmp.rename(root)
-    _prune(base_dir)
+    with new_generation(base_dir, KEEP) as (tmp, root):
+        writers = {s: pq.ParquetWriter(tmp / f"{s}.parquet", schema) for s in SPLITS}
+        try:
+            for table in _corpus_tables(corpus, plan.split_of):
+                _write(writers, counts, table, schema)
+            if plan.feedback_rows is not None:
+                fb = pa.Table.from_pandas(plan.feedback_rows, preserve_index=False)
+                _write(writers, counts, fb, schema)
+        finally:
+            for writer in writers.values():
+                writer.close()
     return SplitTable(str(root), {s: str(root / f"{s}.parquet") for s in SPLITS}, counts)
 
 
 def table_of(df: pd.DataFrame, base_dir: Path) -> SplitTable:
     """A frame with a ``split`` column as a :class:`SplitTable` (tests, benchmarks)."""
-    root, tmp = _new_dir(base_dir)
     counts = {}
-    for split in SPLITS:
-        part = df[df["split"] == split]
-        part.to_parquet(tmp / f"{split}.parquet", index=False)
-        counts[split] = len(part)
-    tmp.rename(root)
+    with new_generation(base_dir, KEEP) as (tmp, root):
+        for split in SPLITS:
+            part = df[df["split"] == split]
+            part.to_parquet(tmp / f"{split}.parquet", index=False)
+            counts[split] = len(part)
     return SplitTable(str(root), {s: str(root / f"{s}.parquet") for s in SPLITS}, counts)
 
 
@@ -204,19 +199,3 @@ def _write(writers: dict, counts: dict, table: pa.Table, schema: pa.Schema) -> N
         if len(part):
             writer.write_table(part)
             counts[split] += len(part)
-
-
-def _new_dir(base_dir: Path) -> tuple[Path, Path]:
-    base_dir.mkdir(parents=True, exist_ok=True)
-    for stale in base_dir.glob(".*.tmp"):  # a writer that died mid-way
-        shutil.rmtree(stale, ignore_errors=True)
-    name = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**6}"
-    tmp = base_dir / f".{name}.tmp"
-    tmp.mkdir()
-    return base_dir / name, tmp
-
-
-def _prune(base_dir: Path) -> None:
-    done = sorted(p for p in base_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    for old in done[:-KEEP]:
-        shutil.rmtree(old, ignore_errors=True)

@@ -25,6 +25,7 @@ from spam_assets.lib.final_fit import (
     FIT_SPLITS,
     deployed_features,
     final_rows,
+    fit_labels,
     reputation_block,
 )
 from spam_assets.lib.messages import messages_of
@@ -137,8 +138,8 @@ def train(
     period, n_period, picked = None, 0, slice(None)
     if stacked:
         # the cross-fit refits a featurizer per fold: on a big corpus, a sample of the period
-        n_period = sum(len(feature_matrices[s]["y"]) for s in FIT_SPLITS)
-        labels = np.concatenate([np.asarray(feature_matrices[s]["y"]) for s in FIT_SPLITS])
+        labels = fit_labels(feature_matrices)
+        n_period = len(labels)
         picked = sample_rows(labels, policy.fit_max_rows, policy.seed)
         period = period_inputs(
             feature_matrices, dataset_splits, n_base, reputation, FIT_SPLITS, picked
@@ -147,7 +148,7 @@ def train(
         if stacked:
             # the deployed trees see every training message in both forms, as the folds did
             fit_splits = FIT_SPLITS if policy.refit_with_validation else ("train",)
-            fit_y = np.concatenate([np.asarray(feature_matrices[s]["y"]) for s in fit_splits])
+            fit_y = fit_labels(feature_matrices, fit_splits)
             rep = reputation_block(feature_matrices, fit_splits, n_base, reputation)
             frames = dataset_splits.frames(fit_splits, CHUNK_ROWS)
             block = fields_block(featurizer, frames, len(fit_y), rep, scratch)

@@ -76,9 +76,8 @@ def tree_matrix(x: Rows, y: Rows | None = None, ref=None, chunk_rows: int = CHUN
 
 
 def _label_blocks(y: Rows, sizes: list[int]) -> list[np.ndarray]:
-    blocks = blocks_of(y) if not isinstance(y, np.ndarray) or len(sizes) == 1 else None
-    if blocks is None:  # one label array for several row blocks
-        blocks = np.split(np.asarray(y), np.cumsum(sizes)[:-1])
+    # one label array is cut at the row blocks' boundaries
+    blocks = np.split(y, np.cumsum(sizes)[:-1]) if isinstance(y, np.ndarray) else list(y)
     if [len(b) for b in blocks] != sizes:
         raise ValueError(f"labels {[len(b) for b in blocks]} do not match rows {sizes}")
     return blocks
