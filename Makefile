@@ -16,12 +16,12 @@ export SPAM_CORPUS_SOURCES := ["$(SHARED_TGZ)"]
 endif
 endif
 
-.PHONY: help bootstrap install install-tools install-peers install-browser install-azurite docs run ui mlflow-ui serve serve-stop test test-fast lint format bench bench-quality bench-featurize bench-serving bench-hostile bench-soak bench-loop bench-feast bench-scale clean
+.PHONY: help bootstrap install install-tools install-peers install-browser install-azurite docs run ui mlflow-ui serve serve-stop test test-fast lint format bench bench-quality bench-featurize bench-serving bench-hostile bench-soak bench-loop bench-feast bench-scale bench-design clean
 
 help:
 	@echo "make run | test | test-fast | ui | mlflow-ui | serve | serve-stop | lint | format"
 	@echo "make bench | bench-quality | bench-featurize | bench-serving | bench-hostile | bench-soak"
-	@echo "make bench-loop | bench-feast | bench-scale | install-peers | install-browser | install-azurite | docs | clean"
+	@echo "make bench-loop | bench-feast | bench-scale | bench-design | install-peers | install-browser | install-azurite | docs | clean"
 
 bootstrap:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 \
@@ -122,6 +122,10 @@ bench-feast: install
 # SPAM_SCALE_SIZES (default 10000,100000,1000000) sets the generated corpus sizes; hours at 1M
 bench-scale: install
 	$(RUN) python -m benchmarks.scale
+
+# design candidates judged on the training period's out-of-fold scores (no test label read)
+bench-design: install
+	$(RUN) python -m benchmarks.design_oof
 
 bench-loop: install
 	$(RUN) python -m benchmarks.loop

@@ -154,6 +154,19 @@ def _scale(text: str) -> tuple[dict[str, str], str]:
     }, ""
 
 
+def _design_oof(text: str) -> tuple[dict[str, str], str]:
+    part = text.split("## Against the deployed design")[-1]
+    cells = re.findall(r"([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\]", part)
+    better = sum(float(lo) > 0 for _, lo, _ in cells)
+    worse = sum(float(hi) < 0 for _, _, hi in cells)
+    table = text.split("## Against the deployed design")[0]
+    designs = len(re.findall(r"^\| [^|]+ \| raw \| \d", table, re.MULTILINE))
+    return {
+        "designs (deployed + candidates)": str(designs) if designs else "",
+        "candidate differences clear of 0 (better / worse)": f"{better} / {worse} of {len(cells)}",
+    }, ""
+
+
 EXTRACTORS: dict[str, tuple[str, Callable[[str], tuple[dict[str, str], str]]]] = {
     "quality": ("Quality against the peers (`make bench-quality`)", _quality),
     "serving": ("Serving (`make bench-serving`)", _serving),
@@ -164,6 +177,7 @@ EXTRACTORS: dict[str, tuple[str, Callable[[str], tuple[dict[str, str], str]]]] =
     "loop-payoff": ("Loop pay-off (`make bench-loop`)", _loop_payoff),
     "feast": ("Online feature reads (`make bench-feast`)", _feast),
     "scale": ("The chain as the corpus grows (`make bench-scale`)", _scale),
+    "design-oof": ("Design selection, training period only (`make bench-design`)", _design_oof),
 }
 
 

@@ -135,3 +135,45 @@ def test_loadgen_counts_answers_by_status_and_survives_closed_connections(client
     assert n_bad > 0 and out["errors"] == {"422": n_bad} and out["ok"] == 40 - n_bad
     assert set(_Handler.seen) == set(bodies)  # bodies go out whole, and all of them
     assert out["p50_ms"] > 0 and out["client_cpu_us_per_request"] > 0
+
+
+def test_token_bayes_reads_which_tokens_a_message_has_and_the_most_telling_ones():
+    from benchmarks import word_bayes
+    from spam_serving.parsing import message_from_fields
+
+    def msg(body: str, sender: str = "c@unseen.net"):
+        return message_from_fields(subject="", body=body, sender=sender)
+
+    spam = [msg(f"cheap pills offer {i}", "x@pills.biz") for i in range(20)]
+    ham = [msg(f"meeting notes agenda {i}", "bob@example.org") for i in range(20)]
+    model = word_bayes.WordBayes.fit(spam + ham, [1] * 20 + [0] * 20)
+    # tokens of one class lean to it, shared ones say nothing; unseen tokens add nothing
+    assert model.log_odds["w:pills"] > 2 and model.log_odds["w:agenda"] < -2
+    assert "w:1" not in model.log_odds
+    assert model.logit(msg("cheap pills")) > 0 > model.logit(msg("agenda notes"))
+    assert model.logit(msg("zzz qqq")) == 0.0
+    # which tokens, not how often: repeating a word changes nothing
+    assert model.logit(msg("pills pills pills")) == model.logit(msg("pills"))
+    # a message is judged by its MAX_TOKENS most telling tokens only
+    model.log_odds.update({f"w:t{i}": 0.5 for i in range(200)})
+    many = msg(" ".join(f"t{i}" for i in range(200)))
+    assert model.logit(many) == pytest.approx(0.5 * word_bayes.MAX_TOKENS)
+    with pytest.raises(ValueError, match="spam and ham"):
+        word_bayes.WordBayes.fit(spam, [1] * 20)
+
+
+def test_design_bootstrap_is_paired_and_centred_on_the_difference():
+    import numpy as np
+
+    from benchmarks.design_oof import paired_bootstrap
+
+    rng = np.random.default_rng(1)
+    y = np.r_[np.ones(200, int), np.zeros(400, int)]
+    groups = np.where(y == 1, "spam", np.where(np.arange(600) % 4 == 0, "hard-ham-1", "easy-ham-1"))
+    base = rng.random(600) + 0.3 * y  # overlapping classes
+    same = paired_bootstrap(y, groups, base, base)
+    assert np.all(same == 0)  # the same scores: no difference in any resample
+    # spam ranked above every ham: recall 100% at every point, so the difference is positive
+    better = paired_bootstrap(y, groups, base + 10 * y, base)
+    assert np.all(better[0] > 0) and np.all(better[0] <= better[1])
+    assert np.all(better[1] <= better[2])
