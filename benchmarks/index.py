@@ -141,16 +141,19 @@ def _feast(text: str) -> tuple[dict[str, str], str]:
 
 def _scale(text: str) -> tuple[dict[str, str], str]:
     rows = re.findall(
-        r"^\| generated ([\d,]+) \| ([\d.]+) \| (\d+) \| (yes|no) \|", text, re.MULTILINE
+        r"^\| generated ([\d,]+) \| ([\d.]+) \| (\d+) \| (yes|no) \|(?: (\d+) \|)?",
+        text,
+        re.MULTILINE,
     )
     done = [r for r in rows if r[3] == "yes"]
     if not done:
         return {"largest complete corpus": "none"}, ""
-    size, minutes, peak, _ = max(done, key=lambda r: int(r[0].replace(",", "")))
+    size, minutes, peak, _, anon = max(done, key=lambda r: int(r[0].replace(",", "")))
     return {
         "largest complete corpus": f"{size} messages",
         "whole chain min": minutes,
         "largest step peak MB": peak,
+        "largest anonymous peak MB": anon,
     }, ""
 
 

@@ -67,6 +67,9 @@ class Step:
     step_s: float = 0.0
     own_peak_mb: float = 0.0
     tree_peak_mb: float = 0.0
+    #: the step process's anonymous memory (heap, arrays), sampled: its resident set less
+    #: the file pages of memory-mapped matrices and libraries, which the kernel can drop
+    anon_peak_mb: float = 0.0
     outcome: str = "ok"
     log_tail: str = ""
 
@@ -105,6 +108,17 @@ def _tree_rss(proc: psutil.Process) -> int:
     return total
 
 
+def _anon_rss(pid: int) -> int:
+    """``RssAnon`` of a live process in bytes (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def run_step(asset: str, env: dict[str, str], cwd: Path, timeout_s: float, max_rss: float) -> Step:
     """One asset in its own process; kernel-measured peak RSS via ``wait4``."""
     argv = [sys.executable, "-m", "dagster", "asset", "materialize", "-m",
@@ -115,12 +129,13 @@ def run_step(asset: str, env: dict[str, str], cwd: Path, timeout_s: float, max_r
     with open(log, "wb") as out:
         popen = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
         proc = psutil.Process(popen.pid)
-        peak_tree = 0
+        peak_tree = peak_anon = 0
         while True:
             pid, status, usage = os.wait4(popen.pid, os.WNOHANG)
             if pid:
                 break
             peak_tree = max(peak_tree, _tree_rss(proc))
+            peak_anon = max(peak_anon, _anon_rss(popen.pid))
             elapsed = time.perf_counter() - started
             if elapsed > timeout_s or peak_tree > max_rss:
                 step.outcome = (
@@ -137,6 +152,7 @@ def run_step(asset: str, env: dict[str, str], cwd: Path, timeout_s: float, max_r
     step.wall_s = time.perf_counter() - started
     step.own_peak_mb = usage.ru_maxrss / 1024
     step.tree_peak_mb = max(peak_tree, usage.ru_maxrss * 1024) / 2**20
+    step.anon_peak_mb = peak_anon / 2**20
     code = os.waitstatus_to_exitcode(status)
     if step.outcome == "ok" and code != 0:
         step.outcome = f"failed (exit {code})"
@@ -243,7 +259,10 @@ def report(runs: list[Run], baseline_rev: str, head: str, corpus_note: str) -> s
         "step s = the asset and its checks as Dagster timed them, process s = the whole "
         "process (~15 s more: interpreter, code loading, run bookkeeping); own peak = the "
         "step process's kernel-measured maximum RSS (`wait4`), tree peak = "
-        "summed RSS of the step and its children sampled every 0.2 s (Ray workers included).",
+        "summed RSS of the step and its children sampled every 0.2 s (Ray workers included); "
+        "anon peak = the step process's anonymous memory (`RssAnon`: its heap and arrays, "
+        "without the file pages of memory-mapped matrices and libraries, which the kernel can "
+        "drop at any time), sampled every 0.2 s.",
         "",
         f"Code: `{head}`. Baseline: the real corpus with the code of `{baseline_rev}` (before "
         "the scale work), same harness, same run.",
@@ -251,8 +270,8 @@ def report(runs: list[Run], baseline_rev: str, head: str, corpus_note: str) -> s
         corpus_note,
         "",
         "| run | messages | step | step s | process s | own peak MB | tree peak MB | "
-        "messages/s | outcome |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "anon peak MB | messages/s | outcome |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         for s in run.steps:
@@ -262,7 +281,8 @@ def report(runs: list[Run], baseline_rev: str, head: str, corpus_note: str) -> s
             lines.append(
                 f"| {run.label} | {run.n_messages:,} | {s.asset} | {step} | "
                 f"{s.wall_s:.1f} | "
-                f"{s.own_peak_mb:.0f} | {s.tree_peak_mb:.0f} | {rate} | {s.outcome} |"
+                f"{s.own_peak_mb:.0f} | {s.tree_peak_mb:.0f} | {s.anon_peak_mb:.0f} | {rate} | "
+                f"{s.outcome} |"
             )
     generated = [r for r in runs if r.label.startswith("generated")]
     lines += [
@@ -294,16 +314,18 @@ def report(runs: list[Run], baseline_rev: str, head: str, corpus_note: str) -> s
             "|---|" + "---|" * len(found),
             *(f"| {k} | " + " | ".join(a.get(k, "") for a in found.values()) + " |" for k in keys),
         ]
-    total = [
-        (r.label, sum(s.wall_s for s in r.steps), max(s.own_peak_mb for s in r.steps))
-        for r in runs
-        if r.steps
-    ]
-    lines += ["", "## Whole chain", "", "| run | wall min | largest step peak MB | complete |",
-              "|---|---|---|---|"]  # fmt: skip
-    for (label, wall, peak), run in zip(total, [r for r in runs if r.steps], strict=True):
+    lines += ["", "## Whole chain", "",
+              "| run | wall min | largest step peak MB | complete | largest anon peak MB |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    for run in (r for r in runs if r.steps):
+        wall = sum(s.wall_s for s in run.steps)
+        peak = max(s.own_peak_mb for s in run.steps)
+        anon = max(s.anon_peak_mb for s in run.steps)
         done = len(run.steps) == len(STEPS) and all(s.outcome == "ok" for s in run.steps)
-        lines.append(f"| {label} | {wall / 60:.1f} | {peak:.0f} | {'yes' if done else 'no'} |")
+        lines.append(
+            f"| {run.label} | {wall / 60:.1f} | {peak:.0f} | {'yes' if done else 'no'} | "
+            f"{anon:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

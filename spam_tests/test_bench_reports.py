@@ -177,3 +177,34 @@ def test_design_bootstrap_is_paired_and_centred_on_the_difference():
     better = paired_bootstrap(y, groups, base + 10 * y, base)
     assert np.all(better[0] > 0) and np.all(better[0] <= better[1])
     assert np.all(better[1] <= better[2])
+
+
+def test_scale_report_shows_anonymous_memory_and_the_index_still_reads_it():
+    import os
+
+    import numpy as np
+
+    from benchmarks import index, scale
+
+    before = scale._anon_rss(os.getpid())
+    held = np.ones(50 * 2**20 // 8)  # 50 MB of heap
+    assert scale._anon_rss(os.getpid()) - before > 40 * 2**20
+    del held
+    assert scale._anon_rss(2**22 + 12345) == 0  # no such process
+
+    steps = [
+        scale.Step(a, wall_s=20.0, step_s=10.0, own_peak_mb=900, tree_peak_mb=950, anon_peak_mb=600)
+        for a in scale.STEPS
+    ]
+    text = scale.report(
+        [scale.Run("generated 10,000", 10_000, steps)], "e53128a", "abc1234", "corpus note"
+    )
+    assert (
+        "| generated 10,000 | 10,000 | raw_corpus | 10.0 | 20.0 | 900 | 950 | 600 | 1,000 | ok |"
+        in text
+    )
+    assert "| generated 10,000 | " + f"{20 * len(scale.STEPS) / 60:.1f} | 900 | yes | 600 |" in text
+    figures, _ = index._scale(text)
+    assert figures["largest complete corpus"] == "10,000 messages"
+    assert figures["largest step peak MB"] == "900"
+    assert figures["largest anonymous peak MB"] == "600"

@@ -7,7 +7,7 @@ it serves), so a changed featurizer or threshold cannot flatter either side.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -28,14 +28,15 @@ class ChampionError(Exception):
 def champion_metrics(
     client: Any,
     model_name: str,
-    test: pd.DataFrame,
+    test: Iterable[pd.DataFrame],
     exclude_version: str,
     log: Callable[[str], None],
     challenger: tuple[np.ndarray, float] | None = None,
     feature_store: Callable[[], Any] | None = None,
 ) -> dict | None:
-    """Evaluate the model behind alias ``champion`` on the same test rows, with its own
-    featurizer and threshold (from its bundle). None when there is no champion yet.
+    """Evaluate the model behind alias ``champion`` on the same test rows (``test``: the
+    split's rows a batch at a time, so only a batch of messages is ever in memory), with its
+    own featurizer and threshold (from its bundle). None when there is no champion yet.
 
     With ``challenger`` (its scores per test row, same order, and its threshold) it adds an
     exact McNemar test on the paired predictions (a point difference in F1 on a few thousand
@@ -56,23 +57,29 @@ def champion_metrics(
                 f"champion v{mv.version} has no 'bundle' artifact in run {mv.run_id}: {exc}"
             ) from exc
         bundle = ModelBundle.load(local)
-        messages = messages_of(test)
-        reputation = None
+        store = None
         if bundle.featurizer.config.reputation:
             if feature_store is None:
                 raise ChampionError(f"champion v{mv.version} needs reputation features: no store")
-            reputation = historical_reputation(feature_store(), messages)
-        scores = bundle.predict_proba(messages, reputation)
+            store = feature_store()
+        parts, labels, groups = [], [], []
+        for frame in test:
+            messages = messages_of(frame)
+            reputation = None if store is None else historical_reputation(store, messages)
+            parts.append(bundle.predict_proba(messages, reputation))
+            labels.append(frame["label"].to_numpy())
+            groups.append(frame["group"].to_numpy())
+    y = np.concatenate(labels) if labels else np.zeros(0, dtype=int)
+    scores = np.concatenate(parts) if parts else np.zeros(0)
     metrics = evaluate(
-        test["label"].to_numpy(),
+        y,
         scores,
-        test["group"].to_numpy(),
+        np.concatenate(groups) if groups else np.zeros(0, dtype=object),
         bundle.threshold,
         {float(k): v for k, v in bundle.meta.get("fpr_thresholds", {}).items()},
     )
     out = {**metrics, "model_version": str(mv.version)}
     if challenger is not None:
-        y = test["label"].to_numpy()
         chall_scores, chall_threshold = challenger
         champ_pred = (scores >= bundle.threshold).astype(int)
         chall_pred = (chall_scores >= chall_threshold).astype(int)

@@ -288,9 +288,16 @@ def period_inputs(
 
 def model_scores(booster, stack: dict | None, x: np.ndarray, n_base: int) -> np.ndarray:
     """Spam probability of a trained model (``stack``: the ensemble's second stage as saved,
-    None for the tree model alone, which reads every column)."""
-    if stack is None:
-        from spam_assets.lib.onnx_export import native_scores
+    None for the tree model alone, which reads every column), scored a chunk of rows at a
+    time (``spam_assets.lib.mapped``: a memory-mapped split is never resident whole)."""
+    from spam_assets.lib.mapped import SCORE_CHUNK_ROWS, row_chunks
+    from spam_assets.lib.onnx_export import native_scores
 
-        return native_scores(booster, x)
-    return ensemble_scores(booster, Stack.from_dict(stack), x, n_base)
+    stage = None if stack is None else Stack.from_dict(stack)
+    parts = [
+        native_scores(booster, chunk)
+        if stage is None
+        else ensemble_scores(booster, stage, chunk, n_base)
+        for chunk in row_chunks(x, SCORE_CHUNK_ROWS)
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0)

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from spam_assets.lib.mapped import release
+
 #: rows per chunk handed to XGBoost (~12 MB at 3,000 float32 columns)
 CHUNK_ROWS = 4_096
 
@@ -64,7 +66,9 @@ def tree_matrix(x: Rows, y: Rows | None = None, ref=None, chunk_rows: int = CHUN
                 return False
             i, start, stop = self._spans[self._at]
             self._at += 1
-            chunk = np.ascontiguousarray(xs[i][start:stop], dtype=np.float32)
+            view = xs[i][start:stop]
+            chunk = np.ascontiguousarray(view, dtype=np.float32)
+            release(view)  # a memory-mapped block's pages leave the resident set
             label = None if ys is None else np.asarray(ys[i][start:stop], dtype=np.float32)
             input_data(data=chunk, label=label)
             return True

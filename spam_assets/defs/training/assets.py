@@ -214,12 +214,11 @@ def model_evaluation(
         tuned_model.threshold,
         tuned_model.fpr_thresholds,
     )
-    test_rows = dataset_splits.read(splits=("test",))
     try:
         champion = champion_metrics(
             registry.client(),
             registry.model_name,
-            test_rows,
+            dataset_splits.iter_frames("test"),
             tuned_model.model_version,
             context.log.info,
             (scores, tuned_model.threshold),
