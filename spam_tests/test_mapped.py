@@ -52,9 +52,14 @@ def test_streaming_keeps_one_chunk_resident_and_yields_the_same_rows(tmp_path):
     assert peak < 20  # a chunk is 8 MB of file; the whole matrix 80 MB
 
 
-def test_release_leaves_arrays_in_memory_alone():
+def test_release_leaves_arrays_in_memory_and_private_changes_alone(tmp_path):
     x = np.ones((100, 10), np.float32)
     assert not release(x[10:20])
+    _matrix(tmp_path)
+    private = np.load(tmp_path / "x.npy", mmap_mode="c")  # copy-on-write: changes are ours
+    private[5, 5] = -1.0
+    assert not release(private[:10])
+    assert private[5, 5] == -1.0
     assert [len(c) for c in row_chunks(x, 40)] == [40, 40, 20]
     assert x.sum() == 1000
 

@@ -23,11 +23,12 @@ SCORE_CHUNK_ROWS = 10_000
 
 
 def _mapping(x: np.ndarray) -> mmap.mmap | None:
-    """The ``mmap`` under a view of a ``np.memmap`` (None for an array in memory)."""
+    """The ``mmap`` under a view of a file-backed ``np.memmap`` (None for an array in memory,
+    and for a copy-on-write mapping, whose private changes dropping pages would discard)."""
     while x is not None:
         mm = getattr(x, "_mmap", None)
         if isinstance(mm, mmap.mmap):
-            return mm
+            return None if getattr(x, "mode", "c") == "c" else mm
         x = x.base if isinstance(x.base, np.ndarray) else None
     return None
 
