@@ -140,3 +140,33 @@ def test_settings_parse_json_sources(monkeypatch):
     monkeypatch.setenv("SPAM_TUNE_NUM_SAMPLES", "3")
     s = get_settings()
     assert s.corpus_sources == ["spam:/x.mbox", "/y"] and s.tune_num_samples == 3
+
+
+def test_a_tar_is_streamed_without_keeping_every_members_header(tmp_path):
+    """``tarfile`` keeps the TarInfo of every member it has read (~1 KB each); a million-message
+    archive must cost one message's memory, not a header per message."""
+    import tracemalloc
+
+    from spam_assets.lib.corpus_sources import iter_source
+
+    def archive(n: int):
+        path = tmp_path / f"gen-{n}.tar"
+        with tarfile.open(path, "w") as tar:
+            for i in range(n):
+                raw = _mail(i)
+                info = tarfile.TarInfo(f"pkg/data/spam-2/{i:06d}.txt")
+                info.size = len(raw)
+                tar.addfile(info, io.BytesIO(raw))
+        return path
+
+    def peak(n: int) -> int:
+        path = archive(n)
+        tracemalloc.start()
+        count = sum(1 for _ in iter_source(str(path), tmp_path / "cache"))
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert count == n
+        return top
+
+    small, large = peak(200), peak(4_000)
+    assert large < small + 200_000  # 3,800 more headers kept would be ~3 MB

@@ -98,7 +98,10 @@ def _tar_messages(path: Path, explicit: str | None) -> Iterator[RawMessage]:
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise CorpusError(f"{path}: not a readable tar archive ({exc})") from exc
     try:
-        for member in tar:
+        # ``for member in tar`` keeps every member's TarInfo in ``tar.members`` (~1 KB each:
+        # ~1 GB at a million messages); read one header at a time and forget it instead
+        while (member := tar.next()) is not None:
+            tar.members = []
             if not member.isfile():
                 continue
             parts = PurePosixPath(member.name).parts
