@@ -75,3 +75,22 @@ def test_a_tree_matrix_of_a_mapped_file_is_the_one_of_the_array_and_leaves_it_un
     assert _rss_file_mb() - before < 5  # 16 MB of file, released chunk by chunk
     in_memory = tree_matrix(np.array(x), y, chunk_rows=1_000)
     np.testing.assert_array_equal(from_file.get_data().toarray(), in_memory.get_data().toarray())
+
+
+def test_written_matrix_pages_leave_the_writer_and_reach_the_file(tmp_path):
+    from spam_assets.lib.matrices import write_blocks
+
+    rows, cols = 20_000, 1_000  # 80 MB
+    expected = (np.arange(rows * cols) % 89).astype(np.float32).reshape(rows, cols)
+    keys = {"train": {"y": np.zeros(rows), "message_id": [str(i) for i in range(rows)],
+                      "group": ["g"] * rows}}  # fmt: skip
+    before, seen = _rss_file_mb(), []
+
+    def blocks():
+        for i in range(0, rows, 2_000):
+            seen.append(_rss_file_mb() - before)  # while the matrix is being written
+            yield expected[i : i + 2_000]
+
+    out = write_blocks(tmp_path / "m", {"train": blocks()}, keys, cols)
+    assert max(seen) < 20  # a block is 8 MB of file; the matrix 80 MB
+    np.testing.assert_array_equal(out["train"]["X"], expected)  # read back from the file

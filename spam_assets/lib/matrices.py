@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from spam_assets.lib.files import new_generation
+from spam_assets.lib.mapped import release
 from spam_assets.lib.split_store import SplitTable
 
 #: materializations kept on disk (the newest; a run reading an older one still finds it)
@@ -88,7 +89,11 @@ def _write(
             )
             start = 0
             for block in blocks:
-                x[start : start + len(block)] = block
+                written = x[start : start + len(block)]
+                written[:] = block
+                # written pages stay in the page cache (and reach the file), not in this
+                # process's resident set: the step's memory is a block, not the matrix
+                release(written)
                 start += len(block)
             if start != n_rows:
                 raise ValueError(f"{split}: {start} feature rows for {n_rows} keys")

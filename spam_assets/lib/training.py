@@ -28,6 +28,7 @@ from spam_assets.lib.final_fit import (
     fit_labels,
     reputation_block,
 )
+from spam_assets.lib.mapped import release
 from spam_assets.lib.messages import messages_of
 from spam_assets.lib.metrics import FPR_POINTS, threshold_for_budget, threshold_for_fpr
 from spam_assets.lib.sampling import describe, sample_rows, stratified
@@ -233,6 +234,7 @@ def fields_block(
         copies = [fields_copy(m) for m in messages_of(frame)]
         rep = None if reputation is None else reputation[start:stop]
         out[start:stop] = featurizer.transform(copies, rep)[:, : shape[1]]
+        release(out[start:stop])  # a scratch file's written pages leave the resident set
         start = stop
     if start != n_rows:
         raise ValueError(f"{start} rows for a block of {n_rows}")
