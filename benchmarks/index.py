@@ -147,7 +147,14 @@ def _scale(text: str) -> tuple[dict[str, str], str]:
     )
     done = [r for r in rows if r[3] == "yes"]
     if not done:
-        return {"largest complete corpus": "none"}, ""
+        row = r"^\| generated ([\d,]+) \| [\d,]+ \| (\w+) \|.*\| (\S[^|]*) \|$"
+        steps = re.findall(row, text, re.MULTILINE)
+        ok = [s for s in steps if s[2].strip() == "ok"]
+        if not ok:
+            return {"largest complete corpus": "none"}, ""
+        size = max({s[0] for s in ok}, key=lambda v: int(v.replace(",", "")))
+        last = [s[1] for s in ok if s[0] == size][-1]
+        return {"largest complete corpus": f"none in this run; {size} messages to {last}"}, ""
     size, minutes, peak, _, anon = max(done, key=lambda r: int(r[0].replace(",", "")))
     return {
         "largest complete corpus": f"{size} messages",
