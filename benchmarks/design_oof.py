@@ -29,7 +29,13 @@ from benchmarks.common import machine, raw_table, split_table, write_report
 from benchmarks.quality_points import FIXED_POINTS, best_recall
 from benchmarks.word_bayes import WordBayes
 from spam_assets.defs.resources import build_resources
-from spam_assets.lib.ensemble import bounded_logreg, bounds, fields_copy, group_weights, time_folds
+from spam_assets.lib.ensemble import (
+    bounds,
+    fields_copy,
+    group_weights,
+    out_of_fold_stage,
+    time_folds,
+)
 from spam_assets.lib.metrics import threshold_for_budget
 from spam_assets.lib.tuning import local_trees, xgb_params
 from spam_serving.char_ngrams import CharNgramModel
@@ -122,16 +128,6 @@ def first_stage(folds: int) -> dict:
     return out
 
 
-def stage_scores(z: np.ndarray, y, fold, weight, box, l2: float) -> np.ndarray:
-    """Out-of-fold scores of a bounded linear stage over ``z`` (as ``cross_fit`` does)."""
-    scores = np.zeros(len(y))
-    for f in np.unique(fold):
-        fit, held = fold != f, fold == f
-        b, c = bounded_logreg(z[fit], y[fit], box, l2, weight[fit])
-        scores[held] = 1.0 / (1.0 + np.exp(-(b + z[held] @ c)))
-    return scores
-
-
 def design_scores(d: dict, columns: Sequence[str], l2: float, door: slice) -> np.ndarray:
     """Out-of-fold second-stage scores of one design for one door's rows."""
     block = d["block"][door]
@@ -139,7 +135,7 @@ def design_scores(d: dict, columns: Sequence[str], l2: float, door: slice) -> np
     z = np.column_stack([d["margin"][door], *(named[c] for c in columns), block[:, 1:-1]])
     box = [(0.0, None)] * (1 + len(columns)) + bounds()[2:-1]
     weight = group_weights(d["labels"], d["groups"], True)
-    return stage_scores(z, d["labels"], d["fold"], weight, box, l2)
+    return out_of_fold_stage(z, d["labels"], d["fold"], box, l2, weight)
 
 
 def fixed_recalls(y, s, groups) -> list[float]:

@@ -232,19 +232,29 @@ def cross_fit(
     box = bounds()
     stages, oof = [], []
     for form in (slice(0, n), slice(n, 2 * n)):  # raw mail, then its JSON-fields copies
-        z_form, scores = z[form], np.zeros(n)
-        for f in range(folds):
-            fit_rows, held = fold != f, fold == f
-            if not held.any():
-                continue
-            b, c = bounded_logreg(z_form[fit_rows], labels[fit_rows], box, l2, weight[fit_rows])
-            scores[held] = 1.0 / (1.0 + np.exp(-(b + z_form[held] @ c)))
-        b, c = bounded_logreg(z_form, labels, box, l2, weight)
-        stages.append((b, c))
-        oof.append(scores)
+        oof.append(out_of_fold_stage(z[form], labels, fold, box, l2, weight))
+        stages.append(bounded_logreg(z[form], labels, box, l2, weight))
     (b_raw, c_raw), (b_f, c_f) = stages
     stack = Stack(b_raw, float(c_raw[0]), c_raw[1:], Stack(b_f, float(c_f[0]), c_f[1:]))
     return CrossFit(fold, margin[:n], block[:n], stack, oof[0], oof[1])
+
+
+def out_of_fold_stage(
+    z: np.ndarray,
+    y: np.ndarray,
+    fold: np.ndarray,
+    box: Sequence[tuple[float | None, float | None]],
+    l2: float,
+    weight: np.ndarray,
+) -> np.ndarray:
+    """Scores of a bounded linear stage over ``z`` for every row, each from a stage fitted
+    on the other folds (what thresholds and design comparisons are judged on)."""
+    scores = np.zeros(len(y))
+    for f in np.unique(fold):
+        fit, held = fold != f, fold == f
+        b, c = bounded_logreg(z[fit], y[fit], box, l2, weight[fit])
+        scores[held] = 1.0 / (1.0 + np.exp(-(b + z[held] @ c)))
+    return scores
 
 
 def ensemble_scores(booster, stack: Stack, x: np.ndarray, n_base: int) -> np.ndarray:
