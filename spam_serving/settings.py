@@ -62,6 +62,13 @@ class SpamSettings(BaseSettings):
     parse_workers: int = Field(
         2, ge=1, description="Processes that parse raw parts at once (one part each)."
     )
+    featurize_workers: int = Field(
+        2,
+        ge=1,
+        description="Processes that featurize chunks of rows at once (feature_matrices, "
+        "the deployed featurizer's matrices and the ensemble's cross-fit in tuned_model); "
+        "1 featurizes in the step's own process.",
+    )
 
     # features and model policy
     max_text_features: int = Field(

@@ -162,6 +162,7 @@ def test_feature_matrices_are_files_written_by_chunk_and_equal_the_whole(tmp_pat
     once gives; the value that goes through the IO manager is paths (a few hundred bytes)."""
     import pickle
 
+    from spam_assets.lib.featurize_pool import Chunk, FeaturizePool
     from spam_assets.lib.matrices import write_matrices
     from spam_assets.lib.messages import messages_of
     from spam_assets.lib.split_store import table_of
@@ -174,13 +175,18 @@ def test_feature_matrices_are_files_written_by_chunk_and_equal_the_whole(tmp_pat
     featurizer = Featurizer(config).fit(messages_of(train), train["label"].to_numpy())
     parts = {str(s): p for s, p in splits.groupby("split")}
     table = table_of(splits, tmp_path / "splits")
-    out = write_matrices(
-        tmp_path / "m",
-        table,
-        lambda rows: featurizer.transform(messages_of(rows)),
-        featurizer.n_features,
-        chunk_rows=37,
-    )
+
+    def transform(frames):
+        return (featurizer.transform(messages_of(r)) for r in frames)
+
+    with FeaturizePool(featurizer, workers=2) as pool:  # as feature_matrices does
+        out = write_matrices(
+            tmp_path / "m",
+            table,
+            lambda frames: pool.map(Chunk(r) for r in frames),
+            featurizer.n_features,
+            chunk_rows=37,
+        )
     for split, part in parts.items():
         whole = featurizer.transform(messages_of(part))
         got = out[split]
@@ -191,6 +197,6 @@ def test_feature_matrices_are_files_written_by_chunk_and_equal_the_whole(tmp_pat
     blob = pickle.dumps(out)
     assert len(blob) < 2_000 and pickle.loads(blob)["train"]["X"].shape == out["train"]["X"].shape
     for _ in range(4):  # older materializations are pruned, the newest kept
-        write_matrices(tmp_path / "m", table, lambda r: featurizer.transform(messages_of(r)),
+        write_matrices(tmp_path / "m", table, lambda fr: map(transform, fr),
                        featurizer.n_features, 500)  # fmt: skip
     assert len([p for p in (tmp_path / "m").iterdir()]) == 3

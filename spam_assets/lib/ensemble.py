@@ -194,6 +194,7 @@ def cross_fit(
     l2: float,
     balance_ham_groups: bool,
     reputation: np.ndarray | None = None,
+    workers: int = 1,
 ) -> CrossFit:
     """Fit featurizer + trees on ``folds - 1`` time blocks and score the held-out one, for
     every block; then fit the second stage on the out-of-fold outputs, and score every row
@@ -201,7 +202,10 @@ def cross_fit(
     are chosen on). Every message is also seen as its JSON-fields copy (:func:`fields_copy`)
     with the same label and fold: the trees train on both forms; each form gets a second
     stage of its own (``oof_scores_fields`` for the copies).
-    ``train_trees(x, y)`` returns a booster (the tuned configuration)."""
+    ``train_trees(x, y)`` returns a booster (the tuned configuration). Each fold's
+    featurizer transforms in ``workers`` processes (``spam_assets.lib.featurize_pool``)."""
+    from spam_assets.lib.featurize_pool import FeaturizePool
+
     labels = np.asarray(labels).astype(int)
     fold = time_folds(times, groups, folds)
     copies = [fields_copy(m) for m in messages]
@@ -218,10 +222,11 @@ def cross_fit(
             raise ValueError(f"fold {f}: the other folds hold one class only; too few messages")
         fit_msgs = [messages[i] for i in np.flatnonzero(fold != f)]
         featurizer = Featurizer(config).fit(fit_msgs, labels[fold != f])
-        x_fit, x_held = (
-            featurizer.transform([both[i] for i in rows], None if rep2 is None else rep2[rows])
-            for rows in (fit_rows, held)
-        )
+        with FeaturizePool(featurizer, workers) as pool:
+            x_fit, x_held = (
+                pool.transform([both[i] for i in rows], None if rep2 is None else rep2[rows])
+                for rows in (fit_rows, held)
+            )
         n_base = featurizer.n_base_features
         booster = train_trees(x_fit[:, :n_base], labels2[fit_rows])
         margin[held] = tree_margin(booster, x_held[:, :n_base])

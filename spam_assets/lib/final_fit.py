@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from spam_assets.lib.featurize_pool import Chunk, FeaturizePool
 from spam_assets.lib.matrices import write_blocks
 from spam_assets.lib.messages import messages_of
 from spam_assets.lib.sampling import sample_rows
@@ -39,13 +40,15 @@ def deployed_features(
     max_rows: int | None = None,
     seed: int = 0,
     out_dir: Path | None = None,
+    workers: int = 1,
 ) -> tuple[Featurizer, Mapping]:
     """Featurizer fitted on train + validation (same config as ``feature_pipeline``; at most
     ``max_rows`` of their messages, a label-stratified sample, and only those are read) and
     its matrix per split, rows in ``feature_matrices`` order, transformed ``CHUNK_ROWS`` at a
     time: arrays in memory, or with ``out_dir`` files (a :class:`FeatureMatrices`,
-    memory-mapped). The sender-reputation block, which has no fitted state, is copied from
-    ``feature_matrices`` (the point-in-time join is not repeated)."""
+    memory-mapped), in ``workers`` processes (``spam_assets.lib.featurize_pool``). The
+    sender-reputation block, which has no fitted state, is copied from ``feature_matrices``
+    (the point-in-time join is not repeated)."""
     config = feature_pipeline.config
     n_rep = len(REPUTATION_FEATURES) if config.reputation else 0
     splits = [s for s, n in dataset_splits.counts.items() if n]
@@ -60,18 +63,19 @@ def deployed_features(
     del fit_rows
     n_base = feature_pipeline.n_base_features
 
-    def chunks(split: str) -> Iterator[np.ndarray]:
+    def chunks(split: str) -> Iterator[Chunk]:
         start = 0
         for frame in dataset_splits.iter_frames(split, batch_rows=CHUNK_ROWS):
             stop = start + len(frame)
             rep = feature_matrices[split]["X"][start:stop, n_base - n_rep : n_base]
-            yield featurizer.transform(messages_of(frame), rep if n_rep else None)
+            yield Chunk(frame, np.array(rep) if n_rep else None)
             start = stop
 
-    if out_dir is None:
-        return featurizer, {split: np.vstack(list(chunks(split))) for split in splits}
-    blocks = {split: chunks(split) for split in splits}
-    return featurizer, write_blocks(out_dir, blocks, feature_matrices, featurizer.n_features)
+    with FeaturizePool(featurizer, workers) as pool:
+        if out_dir is None:
+            return featurizer, {s: np.vstack(list(pool.map(chunks(s)))) for s in splits}
+        blocks = {split: pool.map(chunks(split)) for split in splits}
+        return featurizer, write_blocks(out_dir, blocks, feature_matrices, featurizer.n_features)
 
 
 def final_rows(matrices: Mapping, feature_matrices: Mapping) -> dict:

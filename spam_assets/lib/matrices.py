@@ -116,23 +116,20 @@ def _write(
 def write_matrices(
     base_dir: Path,
     table: SplitTable,
-    transform: Callable[[pd.DataFrame], np.ndarray],
+    featurize: Callable[[Iterator[pd.DataFrame]], Iterator[np.ndarray]],
     n_cols: int,
     chunk_rows: int,
 ) -> FeatureMatrices:
-    """Featurize each split's rows, read and transformed ``chunk_rows`` at a time, into its
-    ``.npy`` (``transform`` maps a frame of rows to their float32 features)."""
-
-    def blocks(split: str) -> Iterator[np.ndarray]:
-        for frame in table.iter_frames(split, batch_rows=chunk_rows):
-            yield transform(frame)
-
+    """Featurize each split's rows, read ``chunk_rows`` at a time, into its ``.npy``:
+    ``featurize`` maps the split's frames of rows to their float32 feature blocks, one per
+    frame, in order (``FeaturizePool.map`` for several processes)."""
     rows = {}
     for split, n in table.counts.items():
         if n:
             keys = table.read(["label", "message_id", "group"], splits=(split,))
             ids = {"y": keys["label"], "message_id": keys["message_id"], "group": keys["group"]}
-            rows[split] = (n, blocks(split), ids)
+            frames = table.iter_frames(split, batch_rows=chunk_rows)
+            rows[split] = (n, featurize(frames), ids)
     return _write(base_dir, rows, n_cols)
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from spam_assets.lib.ensemble import cross_fit, fields_copy, period_inputs
+from spam_assets.lib.ensemble import cross_fit, period_inputs
+from spam_assets.lib.featurize_pool import Chunk, FeaturizePool
 from spam_assets.lib.final_fit import (
     CHUNK_ROWS,
     FIT_SPLITS,
@@ -29,7 +30,6 @@ from spam_assets.lib.final_fit import (
     reputation_block,
 )
 from spam_assets.lib.mapped import release
-from spam_assets.lib.messages import messages_of
 from spam_assets.lib.metrics import FPR_POINTS, threshold_for_budget, threshold_for_fpr
 from spam_assets.lib.sampling import describe, sample_rows, stratified
 from spam_assets.lib.split_store import SplitTable
@@ -79,6 +79,8 @@ class TrainingPolicy:
     #: most training-period messages the featurizers and the cross-fit are fitted on
     fit_max_rows: int | None = None
     seed: int = 0
+    #: processes that featurize (``spam_assets.lib.featurize_pool``)
+    featurize_workers: int = 1
 
 
 @dataclass
@@ -131,6 +133,7 @@ def train(
             policy.fit_max_rows,
             policy.seed,
             matrices_dir,
+            policy.featurize_workers,
         )
         final = final_rows(matrices, feature_matrices)
         # the refitted featurizer has vocabularies (and so a base block) of its own
@@ -152,7 +155,9 @@ def train(
             fit_y = fit_labels(feature_matrices, fit_splits)
             rep = reputation_block(feature_matrices, fit_splits, n_base, reputation)
             frames = dataset_splits.frames(fit_splits, CHUNK_ROWS)
-            block = fields_block(featurizer, frames, len(fit_y), rep, scratch)
+            block = fields_block(
+                featurizer, frames, len(fit_y), rep, scratch, policy.featurize_workers
+            )
             rows = final["X"] if final else [data["X_train"]]
             final = {"X": [*rows, block], "y": np.concatenate([fit_y, fit_y])}  # blocks
         booster, val_scores = fit_final(config, data, rounds, nthread, final, fit_trees)
@@ -173,6 +178,7 @@ def train(
             l2=policy.stack_l2,
             balance_ham_groups=policy.balance_ham_groups,
             reputation=period["reputation"],
+            workers=policy.featurize_workers,
         )
         stack = fit.stack.to_dict()
         y_sel, s_sel = period["labels"], fit.oof_scores
@@ -218,24 +224,36 @@ def fields_block(
     n_rows: int,
     reputation: np.ndarray | None,
     scratch: Path | None = None,
+    workers: int = 1,
 ) -> np.ndarray:
     """The base block of the rows' JSON-fields copies (what the deployed trees train on
-    beside the raw rows), transformed a frame of split-table rows at a time; into a ``.npy``
-    under ``scratch`` when given (memory-mapped), else into memory."""
+    beside the raw rows), transformed a frame of split-table rows at a time in ``workers``
+    processes; into a ``.npy`` under ``scratch`` when given (memory-mapped), else into
+    memory."""
     shape = (n_rows, featurizer.n_base_features)
     out = (
         np.lib.format.open_memmap(scratch / "fields.npy", mode="w+", dtype=np.float32, shape=shape)
         if scratch is not None
         else np.empty(shape, np.float32)
     )
+
+    def chunks() -> Iterator[Chunk]:
+        start = 0
+        for frame in frames:
+            stop = start + len(frame)
+            rep = None if reputation is None else np.array(reputation[start:stop])
+            yield Chunk(frame, rep, fields=True)
+            start = stop
+
     start = 0
-    for frame in frames:
-        stop = start + len(frame)
-        copies = [fields_copy(m) for m in messages_of(frame)]
-        rep = None if reputation is None else reputation[start:stop]
-        out[start:stop] = featurizer.transform(copies, rep)[:, : shape[1]]
-        release(out[start:stop])  # a scratch file's written pages leave the resident set
-        start = stop
+    with FeaturizePool(featurizer, workers) as pool:
+        for rows in pool.map(chunks()):
+            stop = start + len(rows)
+            if stop > n_rows:
+                raise ValueError(f"more rows than a block of {n_rows}")
+            out[start:stop] = rows[:, : shape[1]]
+            release(out[start:stop])  # a scratch file's written pages leave the resident set
+            start = stop
     if start != n_rows:
         raise ValueError(f"{start} rows for a block of {n_rows}")
     return out

@@ -4,7 +4,6 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 
 from spam_assets.azure_target import k8s_op_tags
@@ -15,6 +14,7 @@ from spam_assets.defs.resources import (
     ModelPolicy,
     StorageResource,
 )
+from spam_assets.lib.featurize_pool import Chunk, FeaturizePool
 from spam_assets.lib.matrices import FeatureMatrices, write_matrices
 from spam_assets.lib.messages import messages_of
 from spam_assets.lib.reputation import historical_reputation
@@ -71,18 +71,20 @@ def feature_matrices(
     start = time.perf_counter()
     store = feast.store() if feature_pipeline.config.reputation else None
 
-    def transform(rows: pd.DataFrame) -> np.ndarray:
-        messages = messages_of(rows)
-        reputation = historical_reputation(store, messages) if store is not None else None
-        return feature_pipeline.transform(messages, reputation)
+    def chunk(rows: pd.DataFrame) -> Chunk:
+        # the point-in-time join needs the Feast store: done here, the rest in the workers
+        if store is None:
+            return Chunk(rows)
+        return Chunk(rows, historical_reputation(store, messages_of(rows)))
 
-    out = write_matrices(
-        Path(storage.data_dir) / "matrices",
-        dataset_splits,
-        transform,
-        feature_pipeline.n_features,
-        corpus.chunk_rows,
-    )
+    with FeaturizePool(feature_pipeline, corpus.featurize_workers) as pool:
+        out = write_matrices(
+            Path(storage.data_dir) / "matrices",
+            dataset_splits,
+            lambda frames: pool.map(map(chunk, frames)),
+            feature_pipeline.n_features,
+            corpus.chunk_rows,
+        )
     elapsed = time.perf_counter() - start
     return dg.Output(
         out,
@@ -93,5 +95,6 @@ def feature_matrices(
             "featurizer_state_hash": feature_pipeline.state_hash,
             "reputation_features": feature_pipeline.config.reputation,
             "messages_per_s": sum(dataset_splits.counts.values()) / max(elapsed, 1e-9),
+            "featurize_workers": corpus.featurize_workers,
         },
     )

@@ -30,6 +30,7 @@ class ModelPolicy(SettingsSlice):
     gate_max_recall_regression: float
     reputation_features: bool
     fit_max_rows: int
+    featurize_workers: int
     seed: int
 
     def training_policy(self):
@@ -46,6 +47,7 @@ class ModelPolicy(SettingsSlice):
             balance_ham_groups=self.balance_ham_groups,
             fit_max_rows=self.fit_max_rows,
             seed=self.seed,
+            featurize_workers=self.featurize_workers,
         )
 
     def featurizer_config(self):

@@ -22,6 +22,7 @@ class CorpusResource(SettingsSlice):
     download_timeout_s: float
     chunk_rows: int
     parse_workers: int
+    featurize_workers: int
 
 
 class StorageResource(SettingsSlice):
