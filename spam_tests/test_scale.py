@@ -197,6 +197,6 @@ def test_feature_matrices_are_files_written_by_chunk_and_equal_the_whole(tmp_pat
     blob = pickle.dumps(out)
     assert len(blob) < 2_000 and pickle.loads(blob)["train"]["X"].shape == out["train"]["X"].shape
     for _ in range(4):  # older materializations are pruned, the newest kept
-        write_matrices(tmp_path / "m", table, lambda fr: map(transform, fr),
+        write_matrices(tmp_path / "m", table, transform,
                        featurizer.n_features, 500)  # fmt: skip
     assert len([p for p in (tmp_path / "m").iterdir()]) == 3
