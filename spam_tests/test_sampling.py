@@ -54,7 +54,7 @@ def table(inputs, tmp_path_factory):
     return table_of(inputs[2], tmp_path_factory.mktemp("splits"))
 
 
-def _train(inputs, table, fit_max_rows: int | None):
+def _train(inputs, table, fit_max_rows: int | None, workers: int = 1):
     pipeline, matrices, _ = inputs
     seen: list[int] = []
 
@@ -65,7 +65,7 @@ def _train(inputs, table, fit_max_rows: int | None):
     policy = TrainingPolicy(
         refit_with_validation=True, target_ham_fpr=0.01, reject_ham_fpr=0.002,
         budget_confidence=0.9, ensemble_folds=3, stack_l2=1.0, balance_ham_groups=True,
-        fit_max_rows=fit_max_rows, seed=0,
+        fit_max_rows=fit_max_rows, seed=0, featurize_workers=workers,
     )  # fmt: skip
     trained = train(
         feature_pipeline=pipeline, feature_matrices=matrices, dataset_splits=table,
@@ -95,3 +95,22 @@ def test_the_cross_fit_scores_a_sample_and_the_trees_train_on_every_row(inputs, 
     assert sampled.bands["junk"]["n_ham"] < whole.bands["junk"]["n_ham"]  # chosen on the sample
     # the deployed featurizer was fitted on the sample: a vocabulary of its own
     assert sampled.featurizer.state_hash != whole.featurizer.state_hash
+
+
+def test_featurizing_in_two_processes_trains_the_same_model(inputs, table, monkeypatch):
+    """Worker processes change nothing the model learns (same trees, same out-of-fold
+    scores), and the ensemble never fits the trees-only model's train-split refit: its
+    thresholds come from the cross-fit."""
+    from spam_assets.lib import training
+
+    one, _ = _train(inputs, table, None)
+
+    def no_refit(*args, **kwargs):
+        raise AssertionError("the ensemble fitted the train-only selection model")
+
+    monkeypatch.setattr(training, "fit_final", no_refit)
+    two, _ = _train(inputs, table, None, workers=2)
+    assert bytes(one.booster.save_raw("ubj")) == bytes(two.booster.save_raw("ubj"))
+    for split in ("train", "validation"):
+        np.testing.assert_array_equal(one.oof_scores[split], two.oof_scores[split])
+    assert one.thresholds == two.thresholds and one.stack == two.stack

@@ -160,7 +160,12 @@ def train(
             )
             rows = final["X"] if final else [data["X_train"]]
             final = {"X": [*rows, block], "y": np.concatenate([fit_y, fit_y])}  # blocks
-        booster, val_scores = fit_final(config, data, rounds, nthread, final, fit_trees)
+        if stacked:
+            # the cross-fit's out-of-fold scores choose the thresholds: no train-only model
+            # for validation scores (on a big corpus, a second fit on every training row)
+            booster = fit_trees(xgb_params(config, nthread), final["X"], final["y"], rounds)
+        else:
+            booster, val_scores = fit_final(config, data, rounds, nthread, final, fit_trees)
     stack, report = None, {}
     if period is not None:
 
