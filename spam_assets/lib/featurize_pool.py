@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from spam_assets.lib.ensemble import fields_copy
+from spam_assets.lib.messages import messages_of
 from spam_serving.featurize import Featurizer
 from spam_serving.parsing import ParsedMessage
 
@@ -47,14 +49,24 @@ class Chunk:
 
 def featurize(featurizer: Featurizer, chunk: Chunk) -> np.ndarray:
     """One chunk's feature rows (what every worker runs, and the one-process path)."""
-    from spam_assets.lib.ensemble import fields_copy
-    from spam_assets.lib.messages import messages_of
-
     rows = chunk.rows
     messages = messages_of(rows) if isinstance(rows, pd.DataFrame) else list(rows)
     if chunk.fields:
         messages = [fields_copy(m) for m in messages]
     return featurizer.transform(messages, chunk.reputation)
+
+
+def frame_chunks(
+    frames: Iterable[pd.DataFrame], reputation: np.ndarray | None = None, fields: bool = False
+) -> Iterator[Chunk]:
+    """Frames of rows as chunks, each with its rows of ``reputation`` (the rows of all frames,
+    one after another; a memory-mapped block is read a chunk at a time)."""
+    start = 0
+    for frame in frames:
+        stop = start + len(frame)
+        rep = None if reputation is None else np.array(reputation[start:stop])
+        yield Chunk(frame, rep, fields)
+        start = stop
 
 
 class FeaturizePool:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from spam_assets.lib.featurize_pool import Chunk, FeaturizePool
+from spam_assets.lib.featurize_pool import Chunk, FeaturizePool, frame_chunks
 from spam_assets.lib.matrices import write_blocks
 from spam_assets.lib.messages import messages_of
 from spam_assets.lib.sampling import sample_rows
@@ -64,12 +64,8 @@ def deployed_features(
     n_base = feature_pipeline.n_base_features
 
     def chunks(split: str) -> Iterator[Chunk]:
-        start = 0
-        for frame in dataset_splits.iter_frames(split, batch_rows=CHUNK_ROWS):
-            stop = start + len(frame)
-            rep = feature_matrices[split]["X"][start:stop, n_base - n_rep : n_base]
-            yield Chunk(frame, np.array(rep) if n_rep else None)
-            start = stop
+        rep = feature_matrices[split]["X"][:, n_base - n_rep : n_base] if n_rep else None
+        return frame_chunks(dataset_splits.iter_frames(split, batch_rows=CHUNK_ROWS), rep)
 
     with FeaturizePool(featurizer, workers) as pool:
         if out_dir is None:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from spam_assets.lib.ensemble import cross_fit, period_inputs
-from spam_assets.lib.featurize_pool import Chunk, FeaturizePool
+from spam_assets.lib.featurize_pool import FeaturizePool, frame_chunks
 from spam_assets.lib.final_fit import (
     CHUNK_ROWS,
     FIT_SPLITS,
@@ -241,18 +241,9 @@ def fields_block(
         if scratch is not None
         else np.empty(shape, np.float32)
     )
-
-    def chunks() -> Iterator[Chunk]:
-        start = 0
-        for frame in frames:
-            stop = start + len(frame)
-            rep = None if reputation is None else np.array(reputation[start:stop])
-            yield Chunk(frame, rep, fields=True)
-            start = stop
-
     start = 0
     with FeaturizePool(featurizer, workers) as pool:
-        for rows in pool.map(chunks()):
+        for rows in pool.map(frame_chunks(frames, reputation, fields=True)):
             stop = start + len(rows)
             if stop > n_rows:
                 raise ValueError(f"more rows than a block of {n_rows}")

@@ -75,7 +75,8 @@ def feature_matrices(
         # the point-in-time join needs the Feast store: done here, the rest in the workers
         if store is None:
             return Chunk(rows)
-        return Chunk(rows, historical_reputation(store, messages_of(rows)))
+        messages = messages_of(rows)  # parsed once: the workers take the messages
+        return Chunk(messages, historical_reputation(store, messages))
 
     with FeaturizePool(feature_pipeline, corpus.featurize_workers) as pool:
         out = write_matrices(
